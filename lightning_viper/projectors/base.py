@@ -1,0 +1,27 @@
+"""The projector contract: per-frame patch features -> LLM-width vision tokens."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+
+class Projector(nn.Module, ABC):
+    """Maps (F, P, Dv) encoder features to (F, N, D) tokens for the LLM.
+
+    Widths come from the encoder and backbone: ``VideoLM`` calls :meth:`bind` once, before
+    training, so YAML only names what is the projector's own choice (e.g. tokens per frame).
+    """
+
+    @abstractmethod
+    def bind(self, vision_dim: int, llm_dim: int) -> None:
+        """Build the layers for these widths."""
+
+    @abstractmethod
+    def tokens_per_frame(self, num_patches: int) -> int:
+        """N for a frame of ``num_patches`` patches."""
+
+    @abstractmethod
+    def forward(self, features: Tensor) -> Tensor:
+        """(F, P, Dv) -> (F, N, D)."""
