@@ -1,0 +1,202 @@
+"""The Transformer baseline backbone: Qwen2 / Qwen2.5 (decoder-only, GQA, RoPE, SwiGLU).
+
+Module and parameter names match transformers' ``Qwen2ForCausalLM`` once the leading ``model.``
+is stripped, so a ``save_pretrained`` directory (single file or sharded) loads with
+:func:`load_qwen2` and strict key checking. Positions come from ``SequenceState.position`` (per
+segment, renumbered after compression), attention from :func:`~lightning_viper.ops.attention.causal_attention`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from lightning_viper.backbones.base import Backbone, LayerKind
+from lightning_viper.backbones.loading import CheckpointError, load_strict, read_config, read_state_dict, rename_keys
+from lightning_viper.backbones.qwen2_layers import KVCache, Qwen2Attention, Qwen2DecoderLayer, RMSNorm
+from lightning_viper.sequence import SequenceState
+
+log = logging.getLogger(__name__)
+
+RUNTIME_OPTIONS = ("gradient_checkpointing", "prefill_chunk")
+
+
+@dataclass
+class Qwen2Cache:
+    """Generation cache: one :class:`KVCache` per layer (their lengths may differ)."""
+
+    batch_size: int
+    layers: list[KVCache] = field(default_factory=list)
+
+
+class Qwen2Backbone(Backbone):
+    """Qwen2 decoder stack with the shared layer loop of :class:`Backbone`.
+
+    Args:
+        vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads: shapes.
+        head_dim: per-head width; ``hidden_size // num_heads`` when None.
+        rope_theta: rotary base. rms_norm_eps: RMSNorm epsilon.
+        tie_word_embeddings: the LM head reuses the embedding matrix (no ``lm_head`` parameter).
+        gradient_checkpointing: recompute each layer in backward when training.
+        prefill_chunk: process each layer's queries (and MLP) in chunks of this many tokens.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        intermediate_size: int,
+        num_layers: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int | None = None,
+        rope_theta: float = 1_000_000.0,
+        rms_norm_eps: float = 1e-6,
+        tie_word_embeddings: bool = False,
+        gradient_checkpointing: bool = False,
+        prefill_chunk: int | None = None,
+    ) -> None:
+        super().__init__()
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be a positive number of tokens or None, got {prefill_chunk}")
+        self.vocab_size, self.hidden_size = vocab_size, hidden_size
+        self.head_dim = head_dim or hidden_size // num_heads
+        self.tie_word_embeddings = tie_word_embeddings
+        self.gradient_checkpointing = gradient_checkpointing
+        self.prefill_chunk = prefill_chunk
+        self.layer_kinds: tuple[LayerKind, ...] = ("decoder",) * num_layers
+        self.embed_tokens = nn.Embedding(vocab_size, hidden_size)
+        self.layers = nn.ModuleList(
+            Qwen2DecoderLayer(
+                hidden_size, intermediate_size, num_heads, num_kv_heads, self.head_dim, rope_theta, rms_norm_eps
+            )
+            for _ in range(num_layers)
+        )
+        self.norm = RMSNorm(hidden_size, rms_norm_eps)
+        self.lm_head = None if tie_word_embeddings else nn.Linear(hidden_size, vocab_size, bias=False)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.embed_tokens(input_ids)  # (B, T, D)
+
+    def final_norm(self, hidden: Tensor) -> Tensor:
+        return self.norm(hidden)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return hidden @ weight.t()  # (..., V)
+
+    def _layer(self, index: int) -> Qwen2DecoderLayer:
+        layer = self.layers[index]
+        assert isinstance(layer, Qwen2DecoderLayer)
+        return layer
+
+    def run_layer(self, index: int, hidden: Tensor, state: SequenceState, cache: Any | None) -> Tensor:
+        layer = self._layer(index)
+        if cache is not None:
+            if not isinstance(cache, Qwen2Cache):
+                raise TypeError(f"Qwen2Backbone needs a Qwen2Cache from new_cache(), got {type(cache).__name__}")
+            return layer(hidden, state, cache.layers[index], self.prefill_chunk)  # type: ignore[no-any-return]
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            out = checkpoint(layer, hidden, state, None, self.prefill_chunk, use_reentrant=False)
+            assert isinstance(out, Tensor)
+            return out
+        return layer(hidden, state, None, self.prefill_chunk)  # type: ignore[no-any-return]
+
+    def attention_module(self, layer: int) -> Qwen2Attention:
+        return self._layer(layer).self_attn
+
+    @torch.no_grad()
+    def attention_scores(self, layer: int, hidden: Tensor, state: SequenceState) -> Tensor:
+        """(B, T) float32: head-averaged softmax attention of each segment's query token over its
+        segment's causal keys at layer ``layer`` (input ``hidden`` (B, T, D)); 0 elsewhere."""
+        block = self._layer(layer)
+        attn = block.self_attn
+        rows, cols = state.segment_row, state.query_index()  # (S,), (S,)
+        x = block.input_layernorm(hidden)  # (B, T, D)
+        k, _ = attn.key_value(x, state.position)  # (B, Hkv, T, hd)
+        q = attn.query(x[rows, cols].unsqueeze(1), state.position[rows, cols].unsqueeze(1))  # (S, Hq, 1, hd)
+        s, t = rows.shape[0], hidden.shape[1]
+        group = attn.num_heads // attn.num_kv_heads
+        q = q.view(s, attn.num_kv_heads, group, attn.head_dim).float()  # (S, Hkv, G, hd)
+        logits = torch.einsum("skgd,sktd->skgt", q, k[rows].float()) * attn.scale  # (S, Hkv, G, T)
+        seg_ids = torch.arange(s, device=hidden.device)
+        allowed = (
+            state.mask[rows]
+            & (state.segment[rows] == seg_ids[:, None])
+            & (torch.arange(t, device=hidden.device)[None, :] <= cols[:, None])
+        )  # (S, T)
+        logits = logits.masked_fill(~allowed[:, None, None, :], float("-inf"))
+        probs = logits.softmax(-1).mean(dim=(1, 2))  # (S, T)
+        return torch.zeros(state.batch_size, t, device=hidden.device).index_add_(0, rows, probs)
+
+    def new_cache(self, batch_size: int) -> Qwen2Cache:
+        return Qwen2Cache(batch_size, [KVCache() for _ in range(self.num_layers)])
+
+    def decode(self, hidden: Tensor, cache: Any) -> Tensor:
+        if not isinstance(cache, Qwen2Cache):
+            raise TypeError(f"Qwen2Backbone.decode needs a Qwen2Cache, got {type(cache).__name__}")
+        if hidden.shape[0] != cache.batch_size or hidden.shape[1] != 1:
+            raise ValueError(f"decode takes (B={cache.batch_size}, 1, D) embeddings, got {tuple(hidden.shape)}")
+        for index in range(self.num_layers):
+            hidden = self._layer(index).decode(hidden, cache.layers[index])
+        return self.final_norm(hidden)  # (B, 1, D)
+
+
+def qwen2_args_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments of :class:`Qwen2Backbone` from a Hugging Face Qwen2 config.json."""
+    if config.get("hidden_act", "silu") != "silu":
+        raise CheckpointError(f"Qwen2 checkpoint uses hidden_act={config['hidden_act']!r}; only 'silu' is supported")
+    if config.get("use_sliding_window", False):
+        raise CheckpointError("Qwen2 checkpoint enables sliding-window attention, which this backbone does not do")
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise CheckpointError(f"Qwen2 checkpoint uses rope_type={rope_type!r}; only default RoPE is supported")
+    theta = config.get("rope_theta", rope.get("rope_theta"))
+    if theta is None:
+        raise CheckpointError("Qwen2 config.json has neither rope_theta nor rope_parameters.rope_theta")
+    return dict(
+        vocab_size=config["vocab_size"],
+        hidden_size=config["hidden_size"],
+        intermediate_size=config["intermediate_size"],
+        num_layers=config["num_hidden_layers"],
+        num_heads=config["num_attention_heads"],
+        num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
+        head_dim=config.get("head_dim"),
+        rope_theta=float(theta),
+        rms_norm_eps=config.get("rms_norm_eps", 1e-6),
+        tie_word_embeddings=config.get("tie_word_embeddings", False),
+    )
+
+
+def load_qwen2(path: str, dtype: str = "float32", **runtime_overrides: Any) -> Qwen2Backbone:
+    """Build a :class:`Qwen2Backbone` from a local Hugging Face checkpoint directory.
+
+    ``dtype`` names a torch dtype ("float32", "bfloat16", "float16"); ``runtime_overrides`` may set
+    ``gradient_checkpointing`` and ``prefill_chunk``. Never downloads: a missing directory raises
+    :class:`CheckpointError` naming it.
+    """
+    unknown = set(runtime_overrides) - set(RUNTIME_OPTIONS)
+    if unknown:
+        raise ValueError(f"load_qwen2: unknown option(s) {sorted(unknown)}; allowed: {list(RUNTIME_OPTIONS)}")
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise ValueError(f"load_qwen2: dtype {dtype!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
+    args = qwen2_args_from_config(read_config(path))
+    with torch.device("meta"):  # no random init: the checkpoint overwrites every tensor
+        model = Qwen2Backbone(**args, **runtime_overrides)
+    model = model.to(torch_dtype).to_empty(device="cpu")
+    state = rename_keys(read_state_dict(path, dtype=torch_dtype), {"model.": ""})
+    tied = ["lm_head.weight"] if args["tie_word_embeddings"] else []
+    load_strict(model, state, expected_unexpected=tied, source=f"Qwen2 checkpoint {str(Path(path))!r}")
+    log.info("loaded Qwen2 backbone from %s (%.1fM parameters, %s)", path, model.param_count() / 1e6, dtype)
+    return model
+
+
+__all__ = ["Qwen2Backbone", "Qwen2Cache", "load_qwen2", "qwen2_args_from_config"]

@@ -1,0 +1,127 @@
+"""The ``lightning`` console script: a LightningCLI over ``VideoLM`` and any LightningDataModule.
+
+    lightning fit  --config recipes/demo.yaml
+    lightning test --config recipes/demo.yaml --ckpt_path last
+    lightning fit  --config recipes/demo.yaml --print_config
+    lightning fit  --config recipes/demo.yaml --trainer.max_steps=50 --model.init_args.lr=3e-4
+
+YAML picks every part by ``class_path``/``init_args``; omegaconf interpolation (``${...}``) works
+in recipes. MLflow runs are named after the recipe and the compression strategy; a test or
+resume from a checkpoint directory continues the fit's MLflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from lightning_viper.module import VideoLM
+from lightning_viper.tracking.flatten import flatten_config
+from lightning_viper.tracking.mlflow import MLflowLogger, recall_run, remember_run
+
+log = logging.getLogger("lightning_viper")
+
+
+class TrackedConfig(SaveConfigCallback):
+    """Saves the resolved YAML next to the run and into MLflow, with flattened params and tags."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, MLflowLogger)]
+        if not loggers:
+            return
+        config_text = self.parser.dump(self.config, skip_none=False)
+        recipe = recipe_name(self.config)
+        strategy = pl_module.strategy_name() if isinstance(pl_module, VideoLM) else "n/a"
+        for logger in loggers:
+            tags = {"recipe": recipe, "strategy": strategy, "stage": stage}
+            if not logger.explicit_run_name:
+                tags["mlflow.runName"] = f"{recipe}-{strategy}"
+            logger.set_tags(tags)
+            path = Path(trainer.default_root_dir) / f"config-{stage}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(config_text)
+            logger.log_file(path)
+            if stage == "fit":
+                params = flatten_config(self.config.as_dict())
+                if isinstance(pl_module, VideoLM):
+                    params.update(pl_module.parameter_counts())
+                logger.log_hyperparams(params)
+            for cb in trainer.checkpoint_callbacks:
+                if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+                    remember_run(cb.dirpath, logger)
+
+
+def recipe_name(config: Any) -> str:
+    paths = config.get("config") or []
+    if not paths:
+        return "cli"
+    last = paths[-1]
+    path = Path(str(getattr(last, "absolute", last)))
+    return path.stem if path.parent.name in ("recipes", "") else f"{path.parent.name}-{path.stem}"
+
+
+class VideoCLI(LightningCLI):
+    """LightningCLI for VideoLM recipes; see the module docstring."""
+
+    def __init__(self, args: Any = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=VideoLM,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=TrackedConfig,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.subcommand
+        config = self.config[sub] if sub else self.config
+        ckpt = config.get("ckpt_path") if sub else None
+        if sub is None or ckpt is None:
+            return
+        ckpt_dir = self._checkpoint_dir(config, ckpt)
+        if ckpt == "last" and (ckpt_dir is None or not any(ckpt_dir.glob("last*.ckpt"))):
+            if sub != "fit":
+                raise SystemExit(
+                    f"--ckpt_path last: no last checkpoint in {ckpt_dir or 'the ModelCheckpoint dirpath'}; "
+                    "run `lightning fit` with this recipe first, or pass a checkpoint file"
+                )
+            return
+        run = recall_run(ckpt_dir) if ckpt_dir is not None else None
+        logger_cfg = config.get("trainer", {}).get("logger")
+        if run is None or logger_cfg is None or not str(logger_cfg.get("class_path", "")).endswith("MLflowLogger"):
+            return
+        init = logger_cfg.get("init_args")
+        if init is not None and not init.get("run_id") and init.get("tracking_uri") == run.get("tracking_uri"):
+            init["run_id"] = run["run_id"]
+            log.info("continuing MLflow run %s recorded in %s", run["run_id"], ckpt_dir)
+
+    @staticmethod
+    def _checkpoint_dir(config: Any, ckpt: str) -> Path | None:
+        if ckpt not in ("last", "best"):
+            return Path(ckpt).parent
+        for cb in config.get("trainer", {}).get("callbacks") or []:
+            if str(cb.get("class_path", "")).endswith("ModelCheckpoint"):
+                dirpath = (cb.get("init_args") or {}).get("dirpath")
+                if dirpath:
+                    return Path(dirpath)
+        return None
+
+
+def main(args: Any = None) -> None:
+    logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    VideoCLI(args=args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The ``viper`` console script: the project's own verbs.
+
+    viper synth   OUT_DIR [--num_samples ...]     synthetic long-video shards
+    viper pack    --annotations ... --media_root ... --out_dir ... --format ...
+    viper compare recipes/compare/demo.yaml [--overrides ...]
+    viper bench   data | prefill | train ...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from jsonargparse import auto_cli
+
+
+def verbs() -> dict[str, Any]:
+    """Verb name -> typed function (or a dict of them); jsonargparse builds the parsers."""
+    from lightning_viper.compare import compare
+    from lightning_viper.data.bench import bench_data
+    from lightning_viper.data.pack import pack
+    from lightning_viper.data.synth import synth
+
+    return {"synth": synth, "pack": pack, "compare": compare, "bench": {"data": bench_data}}
+
+
+def main(args: list[str] | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    result = auto_cli(verbs(), args=args, as_positional=True)
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))  # noqa: T201 - the verb's result is the output
+
+
+if __name__ == "__main__":
+    main()

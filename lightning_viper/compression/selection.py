@@ -1,0 +1,158 @@
+"""Which vision tokens a stage keeps: kept counts, uniform and attention-guided selection.
+
+Conventions shared by every dropping strategy (documented in one place so schedules read the same
+everywhere):
+
+* **Kept count.** A stage with ratio ``keep`` leaves ``k = floor(keep * n_orig + 0.5)`` vision
+  tokens in each segment (round half up), where ``n_orig`` is the segment's vision-token count
+  BEFORE any compression (``SequenceState.num_vision_orig``); ``k`` is then clamped to
+  ``[0, n_current]``, so a stage never adds tokens. Ratios are therefore absolute targets: a
+  schedule 0.5 @ layer 7, 0.1 @ layer 39 keeps 50% then 10% of the original tokens.
+* **Uniform selection.** Among the segment's current ``n`` vision tokens (in sequence order,
+  indexed ``j = 0..n-1``), the kept ones are ``j_i = floor((i + 0.5) * n / k)`` for
+  ``i = 0..k-1``: the centres of ``k`` equal bins. ``k == n`` keeps everything; the indices are
+  strictly increasing because ``n / k >= 1``.
+* **Attention-guided selection.** The ``k`` vision tokens with the largest score are kept (ties go
+  to the earlier token), in their original order.
+
+Non-vision tokens are always kept. Everything is vectorised over segments (several per row when
+sequences are packed) through a (S, N) grid: row ``s`` holds segment ``s``'s vision tokens in
+order, ``N`` = the largest vision count.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+from lightning_viper.sequence import SequenceState
+
+if TYPE_CHECKING:
+    from lightning_viper.backbones.base import Backbone
+
+Selector = Literal["uniform", "attention"]
+SELECTORS: tuple[str, ...] = ("uniform", "attention")
+
+
+def kept_counts(state: SequenceState, keep: float) -> Tensor:
+    """(S,) vision tokens each segment keeps: ``floor(keep * n_orig + 0.5)`` clamped to the current count."""
+    orig = state.num_vision_orig.to(torch.float64)
+    k = torch.floor(orig * keep + 0.5).long()  # (S,)
+    return torch.minimum(k.clamp(min=0), state.num_vision())
+
+
+def segment_rank(state: SequenceState, which: Tensor) -> Tensor:
+    """(B, T) index of each ``which`` (B, T) token among its segment's ``which`` tokens, -1 elsewhere.
+
+    Padding is never ranked. Segments are contiguous runs of a row, so row-major order is
+    sequence order within a segment.
+    """
+    sel = which & state.mask  # (B, T)
+    seg = state.segment[sel]  # (Nv,)
+    order = torch.sort(seg, stable=True).indices  # (Nv,) grouped by segment, order kept
+    counts = torch.bincount(seg, minlength=state.num_segments)  # (S,)
+    starts = counts.cumsum(0) - counts
+    ranks = torch.empty_like(seg)
+    ranks[order] = torch.arange(seg.numel(), device=seg.device) - starts[seg[order]]
+    out = torch.full_like(state.segment, -1)
+    out[sel] = ranks
+    return out
+
+
+def vision_rank(state: SequenceState) -> Tensor:
+    """(B, T) index of each vision token among its segment's vision tokens (0, 1, ...), -1 elsewhere."""
+    return segment_rank(state, state.vision_mask())
+
+
+def pad_by_segment(values: Tensor, state: SequenceState, which: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gather the ``which`` tokens of every segment into a padded (S, N, D) grid.
+
+    ``values`` (B, T, D) -> ``grid`` (S, N, D) (zeros where padded), ``valid`` (S, N) bool, and
+    ``rank`` (B, T) (each token's slot in its segment's row of the grid, -1 if not selected).
+    """
+    rank = segment_rank(state, which)
+    sel = rank >= 0
+    seg = state.segment[sel]
+    counts = torch.bincount(seg, minlength=state.num_segments)  # (S,)
+    width = max(int(counts.max().item()), 1) if counts.numel() else 1
+    grid = values.new_zeros(state.num_segments, width, values.shape[-1])  # (S, N, D)
+    grid = grid.index_put((seg, rank[sel]), values[sel])
+    valid = torch.arange(width, device=values.device)[None, :] < counts[:, None]  # (S, N)
+    return grid, valid, rank
+
+
+def _grid_to_tokens(grid: Tensor, state: SequenceState, rank: Tensor) -> Tensor:
+    """(S, N) bool decisions -> (B, T) keep mask; non-vision real tokens are kept."""
+    vis = rank >= 0
+    keep = state.mask & ~vis
+    keep[vis] = grid[state.segment[vis], rank[vis]]
+    return keep
+
+
+def uniform_keep(state: SequenceState, k: Tensor) -> Tensor:
+    """(B, T) keep mask of evenly spaced vision tokens, ``k`` (S,) per segment (see module doc)."""
+    rank = vision_rank(state)
+    n = state.num_vision()  # (S,)
+    width = max(int(n.max().item()), 1) if n.numel() else 1
+    grid = torch.zeros(state.num_segments, width, dtype=torch.bool, device=n.device)  # (S, N)
+    i = torch.arange(width, device=n.device).expand(state.num_segments, width)  # (S, N)
+    valid = i < k[:, None]
+    idx = ((2 * i + 1) * n[:, None]) // (2 * k[:, None]).clamp(min=1)  # (S, N) bin centres
+    idx = torch.where(valid, idx, torch.zeros_like(idx))
+    rows = torch.arange(state.num_segments, device=n.device)[:, None].expand_as(idx)  # (S, N)
+    grid[rows[valid], idx[valid]] = True
+    return _grid_to_tokens(grid, state, rank)
+
+
+def topk_keep(scores: Tensor, state: SequenceState, k: Tensor) -> Tensor:
+    """(B, T) keep mask of the ``k`` (S,) highest-``scores`` (B, T) vision tokens per segment."""
+    rank = vision_rank(state)
+    vis = rank >= 0
+    n = state.num_vision()
+    width = max(int(n.max().item()), 1) if n.numel() else 1
+    grid = torch.full((state.num_segments, width), float("-inf"), dtype=torch.float32, device=scores.device)
+    grid[state.segment[vis], rank[vis]] = scores[vis].float()
+    # stable descending sort: ties keep the earlier token first; padding (-inf) sorts last
+    order = torch.sort(grid, dim=1, descending=True, stable=True).indices  # (S, N)
+    chosen = torch.arange(width, device=scores.device)[None, :] < k[:, None]  # (S, N) by sorted place
+    keep_grid = torch.zeros_like(chosen).scatter(1, order, chosen)
+    return _grid_to_tokens(keep_grid, state, rank)
+
+
+def nothing_dropped(state: SequenceState, k: Tensor) -> bool:
+    """True when every segment keeps all of its current vision tokens."""
+    return bool((k >= state.num_vision()).all())
+
+
+def check_selector(name: str, selector: str, layer: int, backbone: Backbone) -> None:
+    """Raise (naming the stage ``name``) if ``selector`` is unknown or cannot run at ``layer``."""
+    if selector not in SELECTORS:
+        raise ValueError(f"{name}: selector must be one of {SELECTORS}, got {selector!r}")
+    if selector == "attention" and not backbone.is_attention_layer(layer):
+        attn = [i for i in range(backbone.num_layers) if backbone.is_attention_layer(i)]
+        raise ValueError(
+            f"{name}: attention-guided selection needs an attention layer, but layer {layer} is "
+            f"{backbone.layer_kinds[layer]!r}; attention layers of this backbone: {attn} "
+            "(or use selector='uniform')"
+        )
+
+
+def select_vision(
+    selector: str, layer: int, keep: float, hidden: Tensor, state: SequenceState, backbone: Backbone
+) -> tuple[Tensor, Tensor]:
+    """Decide which tokens stay before ``layer``.
+
+    Returns ``keep_mask`` (B, T) bool (every real non-vision token True) and ``k`` (S,) kept
+    vision counts. Attention scores are only computed when something is dropped.
+    """
+    k = kept_counts(state, keep)
+    if nothing_dropped(state, k):
+        return state.mask.clone(), k
+    if selector == "uniform":
+        return uniform_keep(state, k), k
+    if selector == "attention":
+        scores = backbone.attention_scores(layer, hidden, state)  # (B, T) float32
+        return topk_keep(scores, state, k), k
+    raise ValueError(f"unknown selector {selector!r}; expected one of {SELECTORS}")

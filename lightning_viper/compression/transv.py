@@ -1,0 +1,193 @@
+"""TransV: drop vision tokens and transfer what they carry into the instruction tokens.
+
+Before layer ``l`` the vision tokens of each segment are split into kept and dropped ones (same
+rule as :class:`~lightning_viper.compression.token_drop.TokenDrop`); the instruction tokens X1
+of that segment then absorb the dropped ones X0d through a gated cross-attention::
+
+    X1_new = X1 + tanh(alpha) * O( softmax(Q K^T / sqrt(hd)) V )
+    Q = norm(X1) Wq,  K = norm(X0d) Wk,  V = norm(X0d) Wv     (per head, grouped-query allowed)
+
+``alpha`` is one learnable scalar initialised to 0, so a fresh TransV behaves exactly like plain
+dropping. The projections are shaped like the backbone's attention layers and, with
+``init_from_attention``, start as copies of the nearest attention layer's q/k/v/o weights and
+pre-norm weight. There are no positions (no rotary) in this cross-attention.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from lightning_viper.compression.base import CompressionStage
+from lightning_viper.compression.selection import Selector, check_selector, pad_by_segment, select_vision
+from lightning_viper.ops.attention import masked_attention
+from lightning_viper.sequence import SequenceState, compact
+
+if TYPE_CHECKING:
+    from lightning_viper.backbones.base import Backbone
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * weight, normalised in float32. (..., D) -> (..., D)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def nearest_attention_layer(backbone: Backbone, layer: int) -> int | None:
+    """The attention layer closest to ``layer`` (the earlier one on a tie), None if there is none."""
+    attn = [i for i in range(backbone.num_layers) if backbone.is_attention_layer(i)]
+    return min(attn, key=lambda i: (abs(i - layer), i)) if attn else None
+
+
+def _norm_eps(norm: nn.Module) -> float:
+    for name in ("eps", "variance_epsilon", "epsilon"):
+        value = getattr(norm, name, None)
+        if isinstance(value, float):
+            return value
+    raise ValueError(f"cannot read the epsilon of norm {type(norm).__name__} (expected .eps or .variance_epsilon)")
+
+
+def _attention_shape(attn: nn.Module) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head dim) of a backbone attention module."""
+    return int(getattr(attn, "num_heads")), int(getattr(attn, "num_kv_heads")), int(getattr(attn, "head_dim"))  # noqa: B009
+
+
+class TransV(CompressionStage):
+    """Token transfer stage (TimeViper's TransV).
+
+    Args:
+        layer: index of the layer the stage runs before.
+        keep: fraction of the ORIGINAL vision tokens kept (see ``selection`` for rounding).
+        selector: ``"uniform"`` or ``"attention"`` (needs ``layer`` to be an attention layer).
+        init_from_attention: copy q/k/v/o and the pre-norm weight from the attention layer
+            nearest to ``layer`` at bind time.
+        num_heads: heads of the cross-attention. None = the backbone attention's shape (query
+            and key/value heads, head dim); an int = that many heads of width D / num_heads
+            (then ``init_from_attention`` requires it to equal the backbone's head count).
+
+    All parameters (``alpha``, ``norm``, ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``) live in
+    this module, so ``model.compression.parameters()`` is the TransV optimizer group.
+    """
+
+    def __init__(
+        self,
+        layer: int,
+        keep: float,
+        selector: Selector = "uniform",
+        init_from_attention: bool = True,
+        num_heads: int | None = None,
+    ) -> None:
+        super().__init__(layer, keep)
+        self.selector = selector
+        self.init_from_attention = init_from_attention
+        self.num_heads = num_heads
+        self.alpha = nn.Parameter(torch.zeros(()))
+        self.q_heads = 0  # set by bind: query heads, key/value heads, head dim
+        self.kv_heads = 0
+        self.head_dim = 0
+        self._bound = False
+
+    @property
+    def requires_attention_layer(self) -> bool:
+        return self.selector == "attention"
+
+    def bind(self, backbone: Backbone) -> None:
+        """Check the layer and selector, then build (and optionally copy) the cross-attention."""
+        super().bind(backbone)
+        check_selector(self.describe(), self.selector, self.layer, backbone)
+        if self._bound:
+            return
+        src = nearest_attention_layer(backbone, self.layer)
+        attn = backbone.attention_module(src) if src is not None else None
+        d = backbone.hidden_size
+        if self.num_heads is None:
+            if attn is None:
+                raise ValueError(f"{self.describe()}: the backbone has no attention layer; set num_heads")
+            hq, hkv, hd = _attention_shape(attn)
+        else:
+            if d % self.num_heads != 0:
+                raise ValueError(f"{self.describe()}: hidden size {d} is not divisible by num_heads={self.num_heads}")
+            hq, hkv, hd = self.num_heads, self.num_heads, d // self.num_heads
+        if self.init_from_attention:
+            if attn is None:
+                raise ValueError(
+                    f"{self.describe()}: init_from_attention needs an attention layer, the backbone has none; "
+                    "set init_from_attention: false"
+                )
+            if (hq, hkv, hd) != _attention_shape(attn):
+                raise ValueError(
+                    f"{self.describe()}: num_heads={self.num_heads} does not match attention layer {src} "
+                    f"({attn.num_heads} heads); drop num_heads or set init_from_attention: false"
+                )
+        ref = next(backbone.parameters())
+        kw = {"device": ref.device, "dtype": ref.dtype}
+        bias_qkv = attn is not None and getattr(attn.q_proj, "bias", None) is not None
+        bias_o = attn is not None and getattr(attn.o_proj, "bias", None) is not None
+        self.q_heads, self.kv_heads, self.head_dim = hq, hkv, hd
+        self.q_proj = nn.Linear(d, hq * hd, bias=bias_qkv, **kw)
+        self.k_proj = nn.Linear(d, hkv * hd, bias=bias_qkv, **kw)
+        self.v_proj = nn.Linear(d, hkv * hd, bias=bias_qkv, **kw)
+        self.o_proj = nn.Linear(hq * hd, d, bias=bias_o, **kw)
+        block_norm = getattr(backbone.layers[src], "norm", None) if src is not None else None
+        self.norm = RMSNorm(d, _norm_eps(block_norm) if block_norm is not None else 1e-6).to(**kw)
+        if self.init_from_attention and attn is not None:
+            self._copy_from(attn, block_norm, src)
+        self._bound = True
+
+    @torch.no_grad()
+    def _copy_from(self, attn: nn.Module, block_norm: nn.Module | None, src: int) -> None:
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            mine, theirs = getattr(self, name), getattr(attn, name)
+            mine.weight.copy_(theirs.weight)
+            if mine.bias is not None:
+                mine.bias.copy_(theirs.bias)
+        if block_norm is None or getattr(block_norm, "weight", None) is None:
+            raise ValueError(f"{self.describe()}: attention layer {src} has no pre-norm weight at .norm to copy")
+        self.norm.weight.copy_(block_norm.weight)
+
+    def transfer(self, hidden: Tensor, state: SequenceState, dropped: Tensor) -> Tensor:
+        """Add the gated cross-attention from each segment's ``dropped`` (B, T) tokens to its
+        instruction tokens. (B, T, D) -> (B, T, D); segments with no dropped or no instruction
+        tokens are unchanged."""
+        instr = state.instruction_mask() & state.mask
+        queries, q_valid, q_rank = pad_by_segment(hidden, state, instr)  # (S, M, D)
+        keys, k_valid, _ = pad_by_segment(hidden, state, dropped)  # (S, N, D)
+        s, m, _ = queries.shape
+        n = keys.shape[1]
+        xq, xk = self.norm(queries), self.norm(keys)
+        q = self.q_proj(xq).view(s, m, self.q_heads, self.head_dim).transpose(1, 2)  # (S, Hq, M, hd)
+        k = self.k_proj(xk).view(s, n, self.kv_heads, self.head_dim).transpose(1, 2)  # (S, Hkv, N, hd)
+        v = self.v_proj(xk).view(s, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        allowed = q_valid[:, :, None] & k_valid[:, None, :]  # (S, M, N)
+        out = masked_attention(q, k, v, allowed, self.head_dim**-0.5)  # (S, Hq, M, hd)
+        out = self.o_proj(out.transpose(1, 2).reshape(s, m, self.q_heads * self.head_dim))  # (S, M, D)
+        out = out * k_valid.any(1)[:, None, None].to(out.dtype)  # no keys -> no update (o_proj bias)
+        sel = q_rank >= 0
+        rows, cols = sel.nonzero(as_tuple=True)
+        update = out[state.segment[sel], q_rank[sel]]  # (Nq, D)
+        gate = torch.tanh(self.alpha).to(hidden.dtype)
+        return hidden.index_put((rows, cols), hidden[rows, cols] + gate * update)
+
+    def forward(self, hidden: Tensor, state: SequenceState, backbone: Backbone) -> tuple[Tensor, SequenceState]:
+        """(B, T, D) -> (B, T', D): instruction tokens updated, dropped vision tokens removed."""
+        if not self._bound:
+            raise RuntimeError(f"{self.describe()}: call bind(backbone) before use (VideoLM does this)")
+        keep_mask, k = select_vision(self.selector, self.layer, self.keep, hidden, state, backbone)
+        if bool((k >= state.num_vision()).all()):
+            return hidden, state
+        dropped = state.vision_mask() & state.mask & ~keep_mask
+        hidden = self.transfer(hidden, state, dropped)
+        return compact(hidden, state, keep_mask)
+
+    def describe(self) -> str:
+        return f"TransV(layer={self.layer}, keep={self.keep}, selector={self.selector})"

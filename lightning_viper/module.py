@@ -1,0 +1,263 @@
+"""``VideoLM``: vision encoder -> projector -> LLM backbone with compression stages."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from lightning_viper.backbones.base import Backbone, BackboneOutput
+from lightning_viper.batch import VideoBatch
+from lightning_viper.compression.base import CompressionStage
+from lightning_viper.encoders.base import VisionEncoder
+from lightning_viper.generation import greedy_generate
+from lightning_viper.metrics import TaskMetrics
+from lightning_viper.optim import cosine_with_warmup, param_groups
+from lightning_viper.projectors.base import Projector
+from lightning_viper.sequence import SequenceState, gather_tokens
+from lightning_viper.splice import splice
+
+log = logging.getLogger(__name__)
+ModuleName = Literal["encoder", "projector", "backbone", "compression"]
+Stage = Literal["train", "val", "test"]
+
+
+class VideoLM(LightningModule):
+    """A video language model built from parts chosen in YAML.
+
+    Args:
+        encoder: frames -> patch features; frozen unless "encoder" is in ``trainable``.
+        projector: patch features -> vision tokens of the backbone's width.
+        backbone: the LLM; owns its layer loop, where ``compression`` stages act.
+        compression: stages applied before their layers, in order (empty = no compression).
+        trainable: which parts train (stage 1: ["projector"]; stage 2: all but the encoder).
+        lr: base learning rate; ``module_lr`` overrides it per part (TransV: 5e-5 in the paper).
+        warmup_ratio: fraction of the run spent in linear warmup before the cosine decay.
+        max_new_tokens: generation budget in validation/test/predict.
+        generate_in: stages that generate answers and score task metrics ("val" costs time).
+        tokenizer: normally taken from the datamodule at setup; needed to decode generations.
+    """
+
+    def __init__(
+        self,
+        encoder: VisionEncoder,
+        projector: Projector,
+        backbone: Backbone,
+        compression: list[CompressionStage] | None = None,
+        trainable: list[ModuleName] | None = None,
+        lr: float = 1e-5,
+        module_lr: dict[str, float] | None = None,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_ratio: float = 0.03,
+        max_new_tokens: int = 16,
+        generate_in: list[Stage] | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "projector", "backbone", "compression", "tokenizer"])
+        self.encoder = encoder
+        self.projector = projector
+        self.backbone = backbone
+        self.projector.bind(encoder.embed_dim, backbone.hidden_size)
+        self.compression = nn.ModuleList(compression or [])
+        for stage in self.compression:
+            stage.bind(backbone)  # type: ignore[operator]
+        self._validate_schedule()
+        self.trainable = list(trainable if trainable is not None else ["projector", "backbone", "compression"])
+        for name, part in self.parts().items():
+            part.requires_grad_(name in self.trainable)
+        self.tokenizer = tokenizer
+        self.metrics = nn.ModuleDict({s: TaskMetrics() for s in ("val", "test")})
+        self.generate_in = set(generate_in if generate_in is not None else ["test"])
+        self._prediction_rows: list[dict[str, Any]] = []
+
+    # ---- composition -----------------------------------------------------------------------
+    def parts(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "projector": self.projector, "backbone": self.backbone,
+                "compression": self.compression}
+
+    def _validate_schedule(self) -> None:
+        from lightning_viper.compression.schedule import validate_schedule
+
+        validate_schedule(list(self.compression), self.backbone)  # type: ignore[arg-type]
+
+    def strategy_name(self) -> str:
+        """A readable name of the compression strategy, e.g. for MLflow run names."""
+        parts = [s.describe() for s in self.compression]  # type: ignore[operator]
+        return " + ".join(parts) if parts else "none"
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``model/params_<part>`` for every part, plus total and trainable counts."""
+        counts = {f"model/params_{name}": sum(p.numel() for p in part.parameters()) for name, part in self.parts().items()}
+        counts["model/params_total"] = sum(p.numel() for p in self.parameters())
+        counts["model/params_trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return counts
+
+    def setup(self, stage: str) -> None:
+        if self.tokenizer is None and self.trainer is not None and self.trainer.datamodule is not None:
+            self.tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        if self.tokenizer is None:
+            raise ValueError("VideoLM needs a tokenizer: use a datamodule that exposes `.tokenizer` or pass one")
+        if len(self.tokenizer) > self.backbone.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {len(self.tokenizer)} tokens but the backbone's vocab_size is "
+                f"{self.backbone.vocab_size}: raise the backbone's vocab_size"
+            )
+        log.info("parameters: %s; trainable parts: %s", self.parameter_counts(), self.trainable)
+
+    def train(self, mode: bool = True) -> VideoLM:
+        super().train(mode)
+        if "encoder" not in getattr(self, "trainable", []):
+            self.encoder.eval()  # frozen: no dropout / batch-statistics updates
+        return self
+
+    # ---- forward pieces --------------------------------------------------------------------
+    def encode_video(self, frames: Tensor) -> Tensor:
+        """(F, 3, H, W) uint8 -> (F, N, D) vision tokens."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and "encoder" in self.trainable):
+            features = self.encoder(frames)  # (F, P, Dv)
+        return self.projector(features)  # (F, N, D)
+
+    def embed_batch(self, batch: VideoBatch, prompt_only: bool) -> tuple[Tensor, SequenceState, Tensor]:
+        """Vision tokens spliced into text embeddings -> (B, T, D), state, source text columns."""
+        assert self.tokenizer is not None
+        tokens = self.encode_video(batch.frames)  # (F, N, D)
+        n = tokens.shape[1]
+        ids = batch.input_ids
+        lengths = batch.prompt_lengths if prompt_only else batch.attention_mask.sum(1)
+        if prompt_only:
+            ids = ids[:, : int(lengths.max())]
+            col = torch.arange(ids.shape[1], device=ids.device)
+            ids = torch.where(col < lengths.unsqueeze(1), ids, torch.full_like(ids, self.tokenizer.pad_token_id or 0))
+        text = self.backbone.embed(ids)  # (B, L, D)
+        placeholder = self.tokenizer.convert_tokens_to_ids("<video>")
+        return splice(text, ids, lengths, batch.prompt_lengths, tokens.flatten(0, 1).to(text.dtype),
+                      batch.frames_per_sample * n, int(placeholder))
+
+    def forward(self, batch: VideoBatch) -> tuple[Tensor, BackboneOutput]:
+        """Teacher-forced pass; returns the loss on response tokens and the backbone output."""
+        hidden, state, source = self.embed_batch(batch, prompt_only=False)
+        out = self.backbone(hidden, state, stages=list(self.compression))
+        labels = torch.where(source >= 0, batch.labels.gather(1, source.clamp(min=0)), -100)  # (B, T)
+        labels = gather_tokens(labels, out.state, -100)  # (B, T'), follows dropped tokens
+        target = labels[:, 1:]  # next-token targets
+        sel = target != -100
+        if not bool(sel.any()):
+            raise ValueError("batch has no answer tokens to learn from: check the template and labels")
+        logits = self.backbone.logits(out.hidden[:, :-1][sel])  # (N, V)
+        return F.cross_entropy(logits.float(), target[sel]), out
+
+    # ---- steps -----------------------------------------------------------------------------
+    def _step(self, batch: VideoBatch, stage: Stage) -> Tensor:
+        loss, out = self(batch)
+        bs = batch.batch_size
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=stage != "train")
+        if batch.skipped:
+            self.log(f"{stage}/skipped_samples", float(batch.skipped), reduce_fx="sum", batch_size=bs)
+        if stage == "train":
+            for i, rec in enumerate(out.stages):
+                self.log(f"train/eff/stage{i}_L{rec.layer}_vision_kept", rec.vision_after / max(1, rec.vision_before),
+                         batch_size=bs)
+        if stage in self.generate_in:
+            self._generate_and_score(batch, stage)
+        return loss
+
+    def training_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: VideoBatch, batch_idx: int) -> list[dict[str, Any]]:
+        return self._generate_and_score(batch, None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def _log_metrics(self, stage: Stage) -> None:
+        if stage not in self.generate_in:
+            return
+        metric = self.metrics[stage]
+        for key, value in metric.compute().items():
+            self.log(f"{stage}/{key}", value, sync_dist=False)
+        metric.reset()
+
+    # ---- generation and efficiency ---------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, batch: VideoBatch) -> tuple[list[str], dict[str, float]]:
+        """Greedy answers for the batch's prompts, plus efficiency figures of the prefill."""
+        assert self.tokenizer is not None
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        hidden, state, _ = self.embed_batch(batch, prompt_only=True)
+        vision_in = int(state.vision_mask().sum())
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
+        if eos is None or pad is None:
+            raise ValueError("the tokenizer needs eos and pad tokens for generation")
+        result = greedy_generate(self.backbone, hidden, state, list(self.compression),
+                                 self.hparams["max_new_tokens"], eos, pad)
+        prefill_ms = (result.first_token_at - start) * 1000.0
+        bs = batch.batch_size
+        if cuda:
+            peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:  # ru_maxrss: KiB on Linux, bytes on macOS; the process's peak so far
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+        eff = {
+            "frames": float(batch.frames_per_sample.float().mean()),
+            "vision_tokens": vision_in / bs,
+            "vision_tokens_final": float(result.prefill.state.vision_mask().sum()) / bs,
+            "seq_len_final": float(result.prefill.state.mask.sum()) / bs,
+            "prefill_ms": prefill_ms / bs,
+            "peak_mem_mb": peak_mb,
+        }
+        for i, rec in enumerate(result.prefill.stages):
+            eff[f"stage{i}_L{rec.layer}_vision_before"] = rec.vision_before / bs
+            eff[f"stage{i}_L{rec.layer}_vision_after"] = rec.vision_after / bs
+        texts = self.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
+        return [t.strip() for t in texts], eff
+
+    def _generate_and_score(self, batch: VideoBatch, stage: Stage | None) -> list[dict[str, Any]]:
+        predictions, eff = self.generate(batch)
+        rows = []
+        for pred, meta in zip(predictions, batch.meta, strict=True):
+            rows.append({"key": meta.get("key"), "task": meta.get("task"), "question": meta.get("question"),
+                         "prediction": pred, "answer": meta.get("answer"),
+                         "score": TaskMetrics.score_one(pred, meta)})
+        if stage is not None:
+            self.metrics[stage].update(predictions, batch.meta)
+            for key, value in eff.items():
+                self.log(f"{stage}/eff/{key}", value, batch_size=batch.batch_size,
+                         reduce_fx="max" if key == "peak_mem_mb" else "mean")
+        return rows
+
+    # ---- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        groups = param_groups({k: v for k, v in self.parts().items() if k in self.trainable}, hp["lr"],
+                              hp["module_lr"] or {}, hp["weight_decay"])
+        optimizer = torch.optim.AdamW(groups, lr=hp["lr"], betas=tuple(hp["betas"]))
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = cosine_with_warmup(optimizer, total, hp["warmup_ratio"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["strategy"] = self.strategy_name()

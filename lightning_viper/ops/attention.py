@@ -1,0 +1,182 @@
+"""Causal self-attention over left-padded, possibly packed sequences.
+
+One op shared by every attention layer (Qwen2 decoder layers, Nemotron-H attention layers):
+queries are the LAST ``Tq`` positions of the key sequence (``Tq == Tk`` in prefill, smaller in
+chunked prefill and decode), keys carry a validity mask and a segment id, and a query attends to
+the keys at or before its own position that are valid and belong to its own segment.
+
+Three paths, chosen per row:
+
+* **single-segment rows** (the common case): the valid keys are a contiguous suffix of the row,
+  so the row is sliced and handed to ``scaled_dot_product_attention`` with lower-right causal
+  alignment (no mask tensor). Rows with equal (keys, queries) counts are batched into one call,
+  so on GPU the flash / memory-efficient kernels run without a (Tq x Tk) mask.
+* **packed rows** whose segments are contiguous runs of valid keys: one sliced call per segment.
+* anything else (e.g. holes in the key mask): an explicit boolean mask, (rows, 1, Tq, Tk).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention.bias import causal_lower_right
+
+
+def _sdpa_suffix(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """Causal SDPA where the Tq queries are the last Tq of the Tk keys (lower-right alignment).
+
+    q (N, Hq, Tq, hd); k, v (N, Hkv, Tk, hd) with Tq <= Tk -> (N, Hq, Tq, hd).
+    """
+    tq, tk = q.shape[-2], k.shape[-2]
+    gqa = q.shape[1] != k.shape[1]
+    if tq == 1:  # decode: the single query sees every key
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+    if tq == tk:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    if gqa:  # CausalBias's fused lower-right kernels do not take grouped heads: expand k/v
+        rep = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+    out: Tensor = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(tq, tk), scale=scale)
+    return out
+
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scale: float) -> Tensor:
+    """SDPA with an explicit boolean mask ``allowed`` (N, Tq, Tk); rows with no allowed key -> 0.
+
+    q (N, Hq, Tq, hd); k, v (N, Hkv, Tk, hd) -> (N, Hq, Tq, hd).
+    """
+    empty = ~allowed.any(-1)  # (N, Tq)
+    # give empty rows one dummy key so softmax stays finite, then zero them
+    safe = allowed.clone()
+    safe[..., 0] |= empty
+    gqa = q.shape[1] != k.shape[1]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe.unsqueeze(1), scale=scale, enable_gqa=gqa)
+    return out.masked_fill(empty[:, None, :, None], 0.0)
+
+
+def allowed_keys(key_mask: Tensor, key_segment: Tensor, query_segment: Tensor) -> Tensor:
+    """(B, Tq, Tk) bool: query i (at key position Tk - Tq + i) may attend key j."""
+    tq, tk = query_segment.shape[1], key_mask.shape[1]
+    qpos = torch.arange(tk - tq, tk, device=key_mask.device)  # (Tq,)
+    kpos = torch.arange(tk, device=key_mask.device)  # (Tk,)
+    causal = kpos[None, :] <= qpos[:, None]  # (Tq, Tk)
+    same = query_segment[:, :, None] == key_segment[:, None, :]  # (B, Tq, Tk)
+    valid_q = (query_segment >= 0)[:, :, None]
+    return causal[None] & same & key_mask[:, None, :] & valid_q
+
+
+def _single_segment_rows(key_mask: Tensor, key_segment: Tensor, query_segment: Tensor) -> tuple[Tensor, Tensor]:
+    """Which rows are one segment on a contiguous key suffix with matching queries.
+
+    Returns ``ok`` (B,) bool and ``n`` (B,) valid-key counts.
+    """
+    tk = key_mask.shape[1]
+    tq = query_segment.shape[1]
+    n = key_mask.sum(1)  # (B,)
+    cols = torch.arange(tk, device=key_mask.device)
+    suffix = (key_mask == (cols[None, :] >= (tk - n)[:, None])).all(1)  # (B,)
+    big = torch.iinfo(key_segment.dtype).max
+    seg_max = torch.where(key_mask, key_segment, -1).amax(1)  # (B,)
+    seg_min = torch.where(key_mask, key_segment, big).amin(1)
+    one_seg = (seg_max == seg_min) & (seg_max >= 0)
+    # the valid queries must be exactly those sitting on valid keys, all in that segment
+    qcols = torch.arange(tk - tq, tk, device=key_mask.device)
+    q_valid = qcols[None, :] >= (tk - n)[:, None]  # (B, Tq)
+    expect = torch.where(q_valid, seg_max[:, None], torch.full_like(query_segment, -1))
+    q_ok = (query_segment == expect).all(1)
+    return suffix & one_seg & q_ok & (n > 0), n
+
+
+def _segment_runs(mask: Tensor, segment: Tensor) -> list[tuple[int, int, int]] | None:
+    """(segment, start, end) runs of one row's valid keys; None if a segment is split or masked."""
+    seg = torch.where(mask, segment, torch.full_like(segment, -1))
+    values, counts = torch.unique_consecutive(seg, return_counts=True)
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        if value >= 0:
+            runs.append((value, start, start + count))
+        start += count
+    if len({r[0] for r in runs}) != len(runs):
+        return None
+    return runs
+
+
+def causal_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_mask: Tensor,
+    key_segment: Tensor,
+    query_segment: Tensor,
+    scale: float,
+) -> Tensor:
+    """Segment-aware causal attention; queries are the last Tq key positions.
+
+    Args:
+        q: (B, Hq, Tq, hd) queries; query i sits at key position Tk - Tq + i.
+        k, v: (B, Hkv, Tk, hd); Hq must be a multiple of Hkv (grouped-query attention).
+        key_mask: (B, Tk) bool, True on real keys.
+        key_segment: (B, Tk) long segment ids, -1 on padding.
+        query_segment: (B, Tq) long segment ids, -1 on padding queries.
+        scale: softmax scale (usually hd ** -0.5).
+
+    Returns:
+        (B, Hq, Tq, hd); query i attends keys j <= its position with key_mask[j] and
+        key_segment[j] == query_segment[i]. Padding queries (and any query without a key) get 0.
+    """
+    b, hq, tq, _ = q.shape
+    hkv, tk = k.shape[1], k.shape[2]
+    if hq % hkv != 0:
+        raise ValueError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv})")
+    if tq > tk:
+        raise ValueError(f"more queries ({tq}) than keys ({tk}): queries must be the last Tq key positions")
+    out = q.new_zeros(q.shape)  # (B, Hq, Tq, hd)
+    ok, n = _single_segment_rows(key_mask, key_segment, query_segment)
+
+    # fast path: group single-segment rows by (valid keys, valid queries)
+    groups: dict[int, list[int]] = {}
+    for row, (row_ok, count) in enumerate(zip(ok.tolist(), n.tolist(), strict=True)):
+        if row_ok:
+            groups.setdefault(count, []).append(row)
+    for count, rows_list in groups.items():
+        nq = min(count, tq)
+        rows = torch.tensor(rows_list, device=q.device)
+        if len(rows_list) == b:  # whole batch: plain slicing, no gather
+            out[:, :, tq - nq :] = _sdpa_suffix(q[:, :, tq - nq :], k[:, :, tk - count :], v[:, :, tk - count :], scale)
+        else:
+            res = _sdpa_suffix(q[rows, :, tq - nq :], k[rows, :, tk - count :], v[rows, :, tk - count :], scale)
+            out[rows, :, tq - nq :] = res
+
+    rest = [row for row, row_ok in enumerate(ok.tolist()) if not row_ok]
+    masked_rows: list[int] = []
+    for row in rest:
+        runs = _segment_runs(key_mask[row], key_segment[row])
+        if runs is None:
+            masked_rows.append(row)
+            continue
+        for value, start, end in runs:
+            q_start = max(start, tk - tq)  # first query position inside this run
+            if q_start >= end:
+                continue  # the segment has no queries (it lies before the query window)
+            qs = slice(q_start - (tk - tq), end - (tk - tq))
+            if not bool((query_segment[row, qs] == value).all()):
+                masked_rows.append(row)
+                break
+            one = slice(row, row + 1)
+            out[one, :, qs] = _sdpa_suffix(q[one, :, qs], k[one, :, start:end], v[one, :, start:end], scale)
+        else:
+            # queries outside every run must be padding for the sliced result to be complete
+            covered = torch.zeros(tq, dtype=torch.bool, device=q.device)
+            for _, start, end in runs:
+                covered[max(start - (tk - tq), 0) : max(end - (tk - tq), 0)] = True
+            if bool((query_segment[row, ~covered] >= 0).any()):
+                masked_rows.append(row)
+
+    if masked_rows:
+        rows = torch.tensor(masked_rows, device=q.device)
+        allowed = allowed_keys(key_mask[rows], key_segment[rows], query_segment[rows])  # (N, Tq, Tk)
+        out[rows] = masked_attention(q[rows], k[rows], v[rows], allowed, scale)
+    return out

@@ -1,0 +1,83 @@
+"""Splicing vision tokens into text embeddings: one left-padded (B, T, D) sequence + its state."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_viper.sequence import SequenceState, TokenKind, contiguous_positions
+
+
+def splice(
+    text_embeds: Tensor,
+    input_ids: Tensor,
+    lengths: Tensor,
+    prompt_lengths: Tensor,
+    vision: Tensor,
+    tokens_per_sample: Tensor,
+    placeholder_id: int,
+) -> tuple[Tensor, SequenceState, Tensor]:
+    """Replace each row's single placeholder token by that sample's vision tokens.
+
+    Args:
+        text_embeds: (B, L, D) embeddings of right-padded ``input_ids`` (B, L).
+        lengths: (B,) real text tokens per row; tokens at or past ``prompt_lengths`` are the
+            response (absent at generation time, when lengths == prompt_lengths).
+        vision: (V_total, D) vision tokens of all samples, concatenated in batch order.
+        tokens_per_sample: (B,) vision tokens of each sample (sums to V_total).
+
+    Returns:
+        hidden (B, T, D) left-padded, its :class:`SequenceState`, and ``source`` (B, T) long:
+        the text column each token came from (-1 for vision and padding), to carry labels.
+    """
+    b, _, d = text_embeds.shape
+    device = text_embeds.device
+    is_ph = input_ids == placeholder_id  # (B, L)
+    counts = is_ph.sum(1)
+    if bool((counts != 1).any()):
+        bad = torch.nonzero(counts != 1).flatten().tolist()
+        raise ValueError(
+            f"rows {bad} hold {counts[bad].tolist()} video placeholder tokens; each sample needs exactly one "
+            "(check the prompt template and that the tokenizer has the <video> special token)"
+        )
+    ph_col = is_ph.long().argmax(1)  # (B,)
+    totals = lengths - 1 + tokens_per_sample  # (B,)
+    t = int(totals.max())
+    pad = t - totals  # (B,) left padding
+    vis_offset = torch.cumsum(tokens_per_sample, 0) - tokens_per_sample  # (B,)
+
+    cols = torch.arange(t, device=device).expand(b, t)  # (B, T)
+    rel = cols - pad.unsqueeze(1)  # position within the real sequence, < 0 on padding
+    real = rel >= 0
+    before = real & (rel < ph_col.unsqueeze(1))
+    in_vis = real & ~before & (rel < (ph_col + tokens_per_sample).unsqueeze(1))
+    after = real & ~before & ~in_vis
+    # text column: same as rel before the placeholder; shifted past it after the video
+    text_col = torch.where(before, rel, rel - tokens_per_sample.unsqueeze(1) + 1)
+    text_col = torch.where(before | after, text_col, torch.full_like(text_col, -1))
+    vis_idx = torch.where(in_vis, rel - ph_col.unsqueeze(1) + vis_offset.unsqueeze(1), torch.zeros_like(rel))
+
+    text_part = text_embeds.gather(1, text_col.clamp(min=0).unsqueeze(-1).expand(b, t, d))  # (B, T, D)
+    vis_part = vision[vis_idx.flatten()].view(b, t, d) if vision.numel() else torch.zeros_like(text_part)
+    hidden = torch.where(in_vis.unsqueeze(-1), vis_part, text_part)
+    hidden = hidden * real.unsqueeze(-1).to(hidden.dtype)  # (B, T, D)
+
+    kind = torch.full((b, t), int(TokenKind.PAD), dtype=torch.long, device=device)
+    kind[before] = int(TokenKind.TEXT)
+    kind[in_vis] = int(TokenKind.VISION)
+    is_prompt = after & (text_col < prompt_lengths.unsqueeze(1))
+    kind[is_prompt] = int(TokenKind.INSTRUCTION)
+    kind[after & ~is_prompt] = int(TokenKind.RESPONSE)
+
+    rows = torch.arange(b, device=device)
+    segment = torch.where(real, rows.unsqueeze(1).expand(b, t), torch.full_like(cols, -1))
+    state = SequenceState(
+        mask=real,
+        kind=kind,
+        segment=segment,
+        position=contiguous_positions(real, segment),
+        origin=torch.where(real, cols, torch.full_like(cols, -1)),
+        segment_row=rows,
+        num_vision_orig=tokens_per_sample.clone(),
+    )
+    return hidden, state, text_col

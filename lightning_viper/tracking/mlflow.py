@@ -1,0 +1,76 @@
+"""MLflow tracking with a local sqlite store by default.
+
+MLflow 3 refuses its old file store, and Lightning's MLFlowLogger defaults to ``file:./mlruns``,
+so this logger defaults to ``sqlite:///mlflow.db`` (view it with
+``mlflow ui --backend-store-uri sqlite:///mlflow.db``). A run can be continued by ``run_id``:
+the CLI records each fit's run id next to its checkpoints, so ``lightning test --ckpt_path last``
+logs test metrics into the same run as the fit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+RUN_FILE = "mlflow_run.json"
+
+
+class MLflowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger with a sqlite default, tags as a plain dict and run resumption."""
+
+    def __init__(
+        self,
+        experiment_name: str = "lightning-viper",
+        run_name: str | None = None,
+        tracking_uri: str = DEFAULT_TRACKING_URI,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+        log_model: bool = False,
+        artifact_location: str | None = None,
+    ) -> None:
+        if tracking_uri.startswith("file:") or (tracking_uri and "://" not in tracking_uri):
+            raise ValueError(
+                f"tracking_uri {tracking_uri!r} is MLflow's file store, which MLflow 3 refuses: "
+                "use a database URI such as sqlite:///mlflow.db or an http(s):// tracking server"
+            )
+        self.explicit_run_name = run_name
+        super().__init__(
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=tracking_uri,
+            tags=dict(tags or {}),
+            log_model=log_model,
+            artifact_location=artifact_location,
+            run_id=run_id,
+        )
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.experiment.set_tag(self.run_id, key, str(value))
+
+    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.experiment.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def remember_run(directory: str | Path, logger: MLflowLogger) -> None:
+    """Write the run's id and store next to the checkpoints, for later test/resume."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    payload = {"run_id": logger.run_id, "tracking_uri": logger._tracking_uri, "experiment_id": logger.experiment_id}
+    (d / RUN_FILE).write_text(json.dumps(payload, indent=2))
+
+
+def recall_run(directory: str | Path) -> dict[str, str] | None:
+    """The run recorded by :func:`remember_run` in ``directory``, if any."""
+    f = Path(directory) / RUN_FILE
+    if not f.is_file():
+        return None
+    data: dict[str, str] = json.loads(f.read_text())
+    return data

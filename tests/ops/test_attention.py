@@ -1,0 +1,155 @@
+"""causal_attention against a naive per-query softmax loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from lightning_viper.ops.attention import causal_attention
+
+
+def naive_attention(
+    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, key_segment: Tensor, query_segment: Tensor, scale: float
+) -> Tensor:
+    """Loop over batch, head and query: softmax(q.k * scale) over the allowed keys."""
+    b, hq, tq, hd = q.shape
+    hkv, tk = k.shape[1], k.shape[2]
+    out = torch.zeros(b, hq, tq, hd, dtype=torch.float64)
+    for row in range(b):
+        for h in range(hq):
+            kv_head = h // (hq // hkv)
+            for i in range(tq):
+                pos = tk - tq + i
+                seg = int(query_segment[row, i])
+                keys = [
+                    j for j in range(pos + 1) if bool(key_mask[row, j]) and int(key_segment[row, j]) == seg and seg >= 0
+                ]
+                if not keys:
+                    continue
+                logits = [float(q[row, h, i].double() @ k[row, kv_head, j].double()) * scale for j in keys]
+                top = max(logits)
+                weights = [math.exp(x - top) for x in logits]
+                total = sum(weights)
+                for w, j in zip(weights, keys, strict=True):
+                    out[row, h, i] += (w / total) * v[row, kv_head, j].double()
+    return out
+
+
+def make_layout(lengths: list[list[int]], tk: int) -> tuple[Tensor, Tensor]:
+    """Left-padded rows; each row is a list of segment lengths (packed when > 1)."""
+    mask = torch.zeros(len(lengths), tk, dtype=torch.bool)
+    segment = torch.full((len(lengths), tk), -1, dtype=torch.long)
+    next_seg = 0
+    for row, segs in enumerate(lengths):
+        col = tk - sum(segs)
+        for n in segs:
+            mask[row, col : col + n] = True
+            segment[row, col : col + n] = next_seg
+            next_seg += 1
+            col += n
+    return mask, segment
+
+
+def run_case(lengths: list[list[int]], tk: int, tq: int, hq: int = 4, hkv: int = 2, hd: int = 8) -> None:
+    gen = torch.Generator().manual_seed(0)
+    b = len(lengths)
+    key_mask, key_segment = make_layout(lengths, tk)
+    query_segment = key_segment[:, tk - tq :]
+    q = torch.randn(b, hq, tq, hd, generator=gen)
+    k = torch.randn(b, hkv, tk, hd, generator=gen)
+    v = torch.randn(b, hkv, tk, hd, generator=gen)
+    scale = hd**-0.5
+    got = causal_attention(q, k, v, key_mask, key_segment, query_segment, scale)
+    want = naive_attention(q, k, v, key_mask, key_segment, query_segment, scale)
+    assert got.shape == (b, hq, tq, hd)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+    # padding queries are exact zeros
+    assert (got.permute(0, 2, 1, 3)[query_segment < 0] == 0).all()
+
+
+@pytest.mark.parametrize("hkv", [4, 2, 1])
+def test_single_sequence_full_prefill(hkv: int) -> None:
+    run_case([[7]], tk=7, tq=7, hq=4, hkv=hkv)
+
+
+def test_left_padded_batch() -> None:
+    run_case([[9], [4], [6]], tk=9, tq=9)
+
+
+def test_equal_lengths_batch_uses_one_group() -> None:
+    run_case([[5], [5]], tk=5, tq=5)
+
+
+def test_packed_segments() -> None:
+    run_case([[3, 4, 2], [5], [2, 2]], tk=9, tq=9)
+
+
+@pytest.mark.parametrize("tq", [1, 3, 5])
+def test_chunked_prefill_and_decode(tq: int) -> None:
+    run_case([[9], [4], [2, 5]], tk=9, tq=tq)
+
+
+def test_query_window_longer_than_a_rows_keys() -> None:
+    # row 1 has 2 valid keys but 4 queries: its first 2 queries are padding
+    run_case([[6], [2]], tk=6, tq=4)
+
+
+def test_segment_before_query_window_is_skipped() -> None:
+    # packed row whose first segment lies entirely before the queries
+    run_case([[3, 3]], tk=6, tq=2)
+
+
+def test_holes_in_key_mask_use_the_masked_path() -> None:
+    gen = torch.Generator().manual_seed(1)
+    tk, tq, h, hd = 6, 6, 2, 4
+    key_mask = torch.tensor([[True, False, True, True, True, True]])
+    key_segment = torch.tensor([[0, -1, 0, 0, 0, 0]])
+    query_segment = key_segment.clone()
+    q, k, v = (torch.randn(1, h, n, hd, generator=gen) for n in (tq, tk, tk))
+    got = causal_attention(q, k, v, key_mask, key_segment, query_segment, 0.5)
+    want = naive_attention(q, k, v, key_mask, key_segment, query_segment, 0.5)
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_flow_and_padding_rows_have_none() -> None:
+    gen = torch.Generator().manual_seed(2)
+    key_mask, key_segment = make_layout([[5], [3]], 5)
+    q = torch.randn(2, 2, 5, 4, generator=gen, requires_grad=True)
+    k = torch.randn(2, 1, 5, 4, generator=gen, requires_grad=True)
+    v = torch.randn(2, 1, 5, 4, generator=gen, requires_grad=True)
+    causal_attention(q, k, v, key_mask, key_segment, key_segment, 0.5).sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+    assert (q.grad[1, :, :2] == 0).all()  # padding queries of row 1
+    assert k.grad is not None and (k.grad[1, :, :2] == 0).all()
+
+
+def test_rejects_bad_heads() -> None:
+    q = torch.zeros(1, 3, 2, 4)
+    k = torch.zeros(1, 2, 2, 4)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    seg = torch.zeros(1, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="multiple"):
+        causal_attention(q, k, k, mask, seg, seg, 1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("tq", [1, 64, 256])
+def test_gpu_bf16_matches_fp32_reference(tq: int) -> None:
+    gen = torch.Generator().manual_seed(3)
+    b, hq, hkv, tk, hd = 3, 8, 2, 256, 64
+    key_mask, key_segment = make_layout([[256], [100], [60, 120]], tk)
+    q = torch.randn(b, hq, tq, hd, generator=gen)
+    k = torch.randn(b, hkv, tk, hd, generator=gen)
+    v = torch.randn(b, hkv, tk, hd, generator=gen)
+    qs = key_segment[:, tk - tq :]
+    want = causal_attention(q, k, v, key_mask, key_segment, qs, hd**-0.5)
+    dev = torch.device("cuda")
+    got = causal_attention(
+        *(x.to(dev, torch.bfloat16) for x in (q, k, v)), key_mask.to(dev), key_segment.to(dev), qs.to(dev), hd**-0.5
+    )
+    torch.testing.assert_close(got.float().cpu(), want, atol=2e-2, rtol=2e-2)
