@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 import time
@@ -24,6 +25,7 @@ from lightning_viper.optim import cosine_with_warmup, param_groups
 from lightning_viper.projectors.base import Projector
 from lightning_viper.sequence import SequenceState, gather_tokens
 from lightning_viper.splice import splice
+from lightning_viper.text.tokenizer import video_token_id
 
 log = logging.getLogger(__name__)
 ModuleName = Literal["encoder", "projector", "backbone", "compression"]
@@ -44,6 +46,8 @@ class VideoLM(LightningModule):
         max_new_tokens: generation budget in validation/test/predict.
         generate_in: stages that generate answers and score task metrics ("val" costs time).
         tokenizer: normally taken from the datamodule at setup; needed to decode generations.
+        init_from: a Lightning checkpoint of an earlier stage to take ``init_parts`` from (e.g.
+            stage 2 starts from stage 1's projector); every key of those parts must be present.
     """
 
     def __init__(
@@ -61,6 +65,8 @@ class VideoLM(LightningModule):
         max_new_tokens: int = 16,
         generate_in: list[Stage] | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        init_from: str | None = None,
+        init_parts: list[ModuleName] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "projector", "backbone", "compression", "tokenizer"])
@@ -75,6 +81,8 @@ class VideoLM(LightningModule):
         self.trainable = list(trainable if trainable is not None else ["projector", "backbone", "compression"])
         for name, part in self.parts().items():
             part.requires_grad_(name in self.trainable)
+        if init_from is not None:
+            self.load_parts(init_from, list(init_parts or ["projector"]))
         self.tokenizer = tokenizer
         self.metrics = nn.ModuleDict({s: TaskMetrics() for s in ("val", "test")})
         self.generate_in = set(generate_in if generate_in is not None else ["test"])
@@ -94,6 +102,19 @@ class VideoLM(LightningModule):
         """A readable name of the compression strategy, e.g. for MLflow run names."""
         parts = [s.describe() for s in self.compression]  # type: ignore[operator]
         return " + ".join(parts) if parts else "none"
+
+    def load_parts(self, path: str, parts: list[str]) -> None:
+        """Copy the weights of ``parts`` from a Lightning checkpoint; strict within each part."""
+        from lightning_viper.backbones.loading import CheckpointError, load_strict
+
+        if not os.path.isfile(path):
+            raise CheckpointError(f"init_from checkpoint {path!r} does not exist: train the earlier stage first")
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+        for name in parts:
+            prefix = f"{name}."
+            sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            load_strict(self.parts()[name], sub, source=f"{path} [{name}]")
+        log.info("initialised %s from %s", parts, path)
 
     def parameter_counts(self) -> dict[str, int]:
         """``model/params_<part>`` for every part, plus total and trainable counts."""
@@ -139,9 +160,8 @@ class VideoLM(LightningModule):
             col = torch.arange(ids.shape[1], device=ids.device)
             ids = torch.where(col < lengths.unsqueeze(1), ids, torch.full_like(ids, self.tokenizer.pad_token_id or 0))
         text = self.backbone.embed(ids)  # (B, L, D)
-        placeholder = self.tokenizer.convert_tokens_to_ids("<video>")
         return splice(text, ids, lengths, batch.prompt_lengths, tokens.flatten(0, 1).to(text.dtype),
-                      batch.frames_per_sample * n, int(placeholder))
+                      batch.frames_per_sample * n, video_token_id(self.tokenizer))
 
     def forward(self, batch: VideoBatch) -> tuple[Tensor, BackboneOutput]:
         """Teacher-forced pass; returns the loss on response tokens and the backbone output."""

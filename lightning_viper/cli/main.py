@@ -69,7 +69,8 @@ def recipe_name(config: Any) -> str:
 class VideoCLI(LightningCLI):
     """LightningCLI for VideoLM recipes; see the module docstring."""
 
-    def __init__(self, args: Any = None, run: bool = True) -> None:
+    def __init__(self, args: Any = None, run: bool = True, instantiate: bool = True) -> None:
+        self._instantiate = instantiate
         super().__init__(
             model_class=VideoLM,
             datamodule_class=LightningDataModule,
@@ -83,7 +84,13 @@ class VideoCLI(LightningCLI):
             run=run,
         )
 
+    def instantiate_classes(self) -> None:
+        if self._instantiate:
+            super().instantiate_classes()
+
     def before_instantiate_classes(self) -> None:
+        if not self._instantiate:
+            return
         sub = self.subcommand
         config = self.config[sub] if sub else self.config
         ckpt = config.get("ckpt_path") if sub else None
@@ -116,6 +123,12 @@ class VideoCLI(LightningCLI):
                 if dirpath:
                     return Path(dirpath)
         return None
+
+
+def parse_recipe(path: str | Path, *overrides: str) -> Any:
+    """Parse and type-check a recipe without building anything (used by tests and tools)."""
+    cli = VideoCLI(args=["--config", str(path), *overrides], run=False, instantiate=False)
+    return cli.config
 
 
 def main(args: Any = None) -> None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class RMSNorm(nn.Module):
-    """x * rsqrt(mean(x^2) + eps) * weight, normalised in float32. (..., D) -> (..., D)."""
+    """x * rsqrt(mean(x^2) + eps) * weight, normalised in at least float32. (..., D) -> (..., D)."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -38,7 +38,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
 
@@ -139,6 +139,7 @@ class TransV(CompressionStage):
         self.v_proj = nn.Linear(d, hkv * hd, bias=bias_qkv, **kw)
         self.o_proj = nn.Linear(hq * hd, d, bias=bias_o, **kw)
         block_norm = getattr(backbone.layers[src], "norm", None) if src is not None else None
+        self.alpha = nn.Parameter(self.alpha.detach().to(**kw))  # same device/dtype as the rest
         self.norm = RMSNorm(d, _norm_eps(block_norm) if block_norm is not None else 1e-6).to(**kw)
         if self.init_from_attention and attn is not None:
             self._copy_from(attn, block_norm, src)

@@ -20,6 +20,9 @@ class ParsedAccuracy(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
+    correct: Tensor
+    total: Tensor
+    unparsed: Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -29,7 +32,9 @@ class ParsedAccuracy(Metric):
 
     def _record(self, parsed: Sequence[int | None], targets: Sequence[int]) -> None:
         if len(parsed) != len(targets):
-            raise ValueError(f"got {len(parsed)} predictions but {len(targets)} targets; pass one target per prediction")
+            raise ValueError(
+                f"got {len(parsed)} predictions but {len(targets)} targets; pass one target per prediction"
+            )
         self.correct += sum(int(p is not None and p == t) for p, t in zip(parsed, targets, strict=True))
         self.unparsed += sum(int(p is None) for p in parsed)
         self.total += len(parsed)
@@ -43,7 +48,9 @@ class ParsedAccuracy(Metric):
 class MultipleChoiceAccuracy(ParsedAccuracy):
     """Multiple-choice accuracy; answers parsed by :func:`parse_choice` ("B", "(B)", "The answer is B", "red")."""
 
-    def update(self, predictions: Sequence[str], targets: Sequence[int], options: Sequence[Sequence[str] | None]) -> None:
+    def update(
+        self, predictions: Sequence[str], targets: Sequence[int], options: Sequence[Sequence[str] | None]
+    ) -> None:
         """``predictions``: generated texts; ``targets``: correct option indices; ``options``: option texts."""
         parsed = [parse_choice(p, o) for p, o in zip(predictions, options, strict=True)]
         self._record(parsed, [int(t) for t in targets])

@@ -103,6 +103,10 @@ class CIDErD(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
+    cand_bytes: list[Tensor] | Tensor
+    cand_lens: list[Tensor] | Tensor
+    ref_bytes: list[Tensor] | Tensor
+    ref_lens: list[Tensor] | Tensor
 
     def __init__(self, max_n: int = 4, sigma: float = 6.0) -> None:
         super().__init__()
@@ -115,19 +119,24 @@ class CIDErD(Metric):
         if len(candidates) != len(references):
             raise ValueError(f"got {len(candidates)} candidates but {len(references)} reference lists")
         joined = [_SEP.join(r.replace(_SEP, " ") for r in refs) for refs in references]
-        for texts, bytes_state, lens_state in ((candidates, "cand_bytes", "cand_lens"), (joined, "ref_bytes", "ref_lens")):
+        for texts, bytes_state, lens_state in (
+            (candidates, "cand_bytes", "cand_lens"),
+            (joined, "ref_bytes", "ref_lens"),
+        ):
             flat, lens = _encode(texts)
             getattr(self, bytes_state).append(flat.to(self.device))
             getattr(self, lens_state).append(lens.to(self.device))
 
     def texts(self) -> tuple[list[str], list[list[str]]]:
         """The candidates and reference lists accumulated so far (after any process sync)."""
-        if not self.cand_lens:  # no sample seen (an empty list state)
-            return [], []
 
         def cat(state: list[Tensor] | Tensor) -> Tensor:
-            return dim_zero_cat(state) if isinstance(state, list) else state
+            if isinstance(state, list):  # before a sync: one tensor per update (maybe none)
+                return dim_zero_cat(state) if state else torch.zeros(0, dtype=torch.long)
+            return state
 
+        if cat(self.cand_lens).numel() == 0:
+            return [], []
         cands = _decode(cat(self.cand_bytes), cat(self.cand_lens))
         refs = [r.split(_SEP) for r in _decode(cat(self.ref_bytes), cat(self.ref_lens))]
         return cands, refs

@@ -29,6 +29,10 @@ class TemporalGrounding(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
+    iou_sum: Tensor
+    hits: Tensor
+    total: Tensor
+    unparsed: Tensor
 
     def __init__(self, thresholds: Sequence[float] = (0.3, 0.5, 0.7)) -> None:
         super().__init__()

@@ -19,8 +19,29 @@ _UNIT = r"\s*(?:s|sec|secs|second|seconds)?\.?"
 _NUMBER_WORDS = {
     w: i
     for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
     )
 }
 _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "hundred": 100, "no": 0, "none": 0})
@@ -41,7 +62,7 @@ _LONE_CAPITAL = re.compile(r"(?<![A-Za-z'])([A-Z])(?![A-Za-z'])")
 
 def normalize_text(text: str) -> str:
     """Lower-case, drop punctuation and articles, collapse whitespace (for text matching)."""
-    text = text.lower().translate(str.maketrans({c: " " for c in string.punctuation}))
+    text = text.lower().translate(str.maketrans(string.punctuation, " " * len(string.punctuation)))
     words = [w for w in text.split() if w not in {"a", "an", "the"}]
     return " ".join(words)
 

@@ -86,7 +86,7 @@ def naive_transfer(hidden: Tensor, state: SequenceState, kept: dict[int, list[in
     out = hidden.clone()
     hq, hkv, hd = stage.q_heads, stage.kv_heads, stage.head_dim
     w = stage.norm.weight
-    gate = math.tanh(float(stage.alpha))
+    gate = math.tanh(float(stage.alpha.detach()))
 
     def lin(layer: torch.nn.Linear, x: Tensor) -> Tensor:
         y = layer.weight @ x
@@ -105,7 +105,7 @@ def naive_transfer(hidden: Tensor, state: SequenceState, kept: dict[int, list[in
             for h in range(hq):
                 g = h // (hq // hkv)
                 qh = q[h * hd : (h + 1) * hd]
-                logits = [float(qh @ kk[g * hd : (g + 1) * hd]) / math.sqrt(hd) for kk in keys]
+                logits = [float((qh @ kk[g * hd : (g + 1) * hd]).detach()) / math.sqrt(hd) for kk in keys]
                 mx = max(logits)
                 e = [math.exp(x - mx) for x in logits]
                 z = sum(e)

@@ -72,10 +72,10 @@ def test_keep_one_in_backbone_equals_no_compression(hidden: Tensor, state: Seque
 def test_vision_counts_after_stage(hidden: Tensor, state: SequenceState, backbone: FakeBackbone) -> None:
     out, new = TokenDrop(0, 0.5)(hidden, state, backbone)
     # floor(0.5 * n + 0.5) per segment for n = 7, 10, 5, 9, 13
-    assert new.num_vision().tolist() == [4, 5, 3, 5, 7]
+    assert new.num_vision().tolist() == [4, 5, 3, 5, 7, 0]
     # a later stage counts from the ORIGINAL numbers, not from what is left
     _, newer = TokenDrop(1, 0.2)(out, new, backbone)
-    assert newer.num_vision().tolist() == [1, 2, 1, 2, 3]
+    assert newer.num_vision().tolist() == [1, 2, 1, 2, 3, 0]
 
 
 def test_bad_layer_is_rejected_naming_the_stage(backbone: FakeBackbone) -> None:

@@ -1,0 +1,161 @@
+"""Mamba-2 mixer of the hybrid backbone (parameter names follow transformers' NemotronH).
+
+x (B, T, D) -> in_proj -> [z | xBC | dt]; xBC -> depthwise causal conv + SiLU -> [x | B | C];
+SSD scan over heads; gated RMSNorm with z (per group); out_proj. Padding inputs are zeroed and
+the conv and SSM states restart at every segment boundary (padding counts as its own segment).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lightning_viper.backbones.nemotron_cache import MambaLayerCache
+from lightning_viper.ops import conv as torch_conv
+from lightning_viper.ops import kernels
+from lightning_viper.ops import ssd as torch_ssd
+from lightning_viper.ops.kernels import KernelChoice
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm of ``x * silu(gate)`` over groups of ``group_size`` channels, then a weight."""
+
+    def __init__(self, size: int, group_size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.group_size = group_size
+        self.eps = eps
+
+    def forward(self, x: Tensor, gate: Tensor) -> Tensor:
+        """x, gate (..., size) -> (..., size) in x's dtype."""
+        dtype = x.dtype
+        h = x.float() * nn.functional.silu(gate.float())
+        g = h.view(*h.shape[:-1], -1, self.group_size)  # (..., groups, group_size)
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * g.view(h.shape).to(dtype)
+
+
+class Mamba2Mixer(nn.Module):
+    """Mamba-2 mixer; ``forward(x, mask, segment, cache)`` for sequences, ``step`` for decoding."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        head_dim: int,
+        state_size: int,
+        n_groups: int,
+        conv_kernel: int,
+        chunk_size: int,
+        eps: float,
+        use_bias: bool = False,
+        use_conv_bias: bool = True,
+        time_step_limit: tuple[float, float] = (0.0, math.inf),
+        time_step_range: tuple[float, float, float] = (0.001, 0.1, 1e-4),
+        kernels: KernelChoice = "auto",
+    ) -> None:
+        super().__init__()
+        if num_heads % n_groups:
+            raise ValueError(f"mamba_num_heads ({num_heads}) must be a multiple of n_groups ({n_groups})")
+        self.num_heads, self.head_dim, self.state_size, self.n_groups = num_heads, head_dim, state_size, n_groups
+        self.inner = num_heads * head_dim
+        self.conv_dim = self.inner + 2 * n_groups * state_size
+        self.chunk_size = chunk_size
+        self.time_step_limit = time_step_limit
+        self.time_step_range = time_step_range
+        self.kernels: KernelChoice = kernels
+        self.in_proj = nn.Linear(hidden_size, self.inner + self.conv_dim + num_heads, bias=use_bias)
+        self.conv1d = nn.Conv1d(
+            self.conv_dim, self.conv_dim, conv_kernel, groups=self.conv_dim, padding=conv_kernel - 1, bias=use_conv_bias
+        )
+        self.dt_bias = nn.Parameter(torch.empty(num_heads))
+        self.A_log = nn.Parameter(torch.empty(num_heads))
+        self.D = nn.Parameter(torch.empty(num_heads))
+        self.norm = GatedRMSNorm(self.inner, self.inner // n_groups, eps)
+        self.out_proj = nn.Linear(self.inner, hidden_size, bias=use_bias)
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self) -> None:
+        """A = -(1..H), D = 1, dt_bias = softplus^-1 of steps log-uniform in [dt_min, dt_max]."""
+        if self.A_log.device.type == "meta":
+            return
+        self.A_log.copy_(torch.log(torch.arange(1, self.num_heads + 1, dtype=torch.float32)))
+        self.D.fill_(1.0)
+        lo, hi, floor = self.time_step_range
+        dt = torch.exp(torch.rand(self.num_heads) * (math.log(hi) - math.log(lo)) + math.log(lo)).clamp(min=floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def new_cache(self) -> MambaLayerCache:
+        return MambaLayerCache()
+
+    def _use_cuda(self, x: Tensor) -> bool:
+        return kernels.resolve_kernels(self.kernels, x.device) == "cuda"
+
+    def _split_conv_out(self, xbc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        gn = self.n_groups * self.state_size
+        xs, b, c = xbc.split([self.inner, gn, gn], dim=-1)
+        return xs, b, c
+
+    def forward(self, x: Tensor, mask: Tensor, segment: Tensor, cache: MambaLayerCache | None = None) -> Tensor:
+        """x (B, T, D), mask (B, T) bool, segment (B, T) long -> (B, T, D). Fills ``cache``."""
+        bsz, t, _ = x.shape
+        cuda = self._use_cuda(x)
+        keep = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        z, xbc, dt = self.in_proj(x * keep).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
+        conv_init = ssm_init = None
+        if cache is not None:
+            cache.reset_rows(segment[:, 0])
+            conv_init, ssm_init = cache.conv_state, cache.ssm_state
+        conv = kernels.causal_conv1d_cuda if cuda else torch_conv.causal_conv1d
+        weight = self.conv1d.weight.squeeze(1)  # (C, K)
+        xbc, conv_final = conv(xbc, weight, self.conv1d.bias, seq_idx=segment, initial_state=conv_init)
+        xs, b, c = self._split_conv_out(xbc * keep)  # (B, T, inner), (B, T, G*N) x2
+        scan = kernels.ssd_scan_cuda if cuda else torch_ssd.ssd_scan
+        y, ssm_final = scan(
+            xs.reshape(bsz, t, self.num_heads, self.head_dim),
+            dt,
+            -torch.exp(self.A_log.float()),
+            b.reshape(bsz, t, self.n_groups, self.state_size),
+            c.reshape(bsz, t, self.n_groups, self.state_size),
+            self.chunk_size,
+            D=self.D,
+            dt_bias=self.dt_bias,
+            dt_softplus=True,
+            dt_limit=self.time_step_limit,
+            initial_state=ssm_init,
+            seq_idx=segment,
+        )
+        if cache is not None:
+            cache.conv_state, cache.ssm_state, cache.segment = conv_final, ssm_final, segment[:, -1].clone()
+        y = self.norm(y.reshape(bsz, t, self.inner), z)
+        out: Tensor = self.out_proj(y.to(x.dtype))
+        return out
+
+    def step(self, x: Tensor, cache: MambaLayerCache) -> Tensor:
+        """One new token per row: x (B, 1, D) -> (B, 1, D); updates ``cache`` in place."""
+        if cache.conv_state is None or cache.ssm_state is None:
+            raise RuntimeError("Mamba2Mixer.step needs a cache filled by a prefill forward first")
+        bsz = x.shape[0]
+        cuda = self._use_cuda(x)
+        z, xbc, dt = self.in_proj(x[:, 0]).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
+        conv_step = kernels.causal_conv1d_step_cuda if cuda else torch_conv.causal_conv1d_step
+        xbc = conv_step(xbc, cache.conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias)  # (B, C)
+        xs, b, c = self._split_conv_out(xbc)
+        ssd_step = kernels.ssd_step_cuda if cuda else torch_ssd.ssd_step
+        y = ssd_step(
+            cache.ssm_state,
+            xs.reshape(bsz, self.num_heads, self.head_dim),
+            dt,
+            -torch.exp(self.A_log.float()),
+            b.reshape(bsz, self.n_groups, self.state_size),
+            c.reshape(bsz, self.n_groups, self.state_size),
+            D=self.D,
+            dt_bias=self.dt_bias,
+            dt_softplus=True,
+        )
+        y = self.norm(y.reshape(bsz, 1, self.inner), z.unsqueeze(1))
+        out: Tensor = self.out_proj(y.to(x.dtype))
+        return out
