@@ -45,16 +45,17 @@ def merge_round(x: Tensor, sizes: Tensor, r: int, num_heads: int) -> tuple[Tenso
     src = order[:, :r]  # (F, r) A tokens (index into A) merged away
     dst = b_idx[match.gather(1, src)]  # (F, r) places of their B partners
     src_place = a_idx[src]  # (F, r)
-    weighted = x * sizes.unsqueeze(-1)  # (F, n, D) size-weighted sums
-    moved = weighted.gather(1, src_place.unsqueeze(-1).expand(f, r, d))  # (F, r, D)
-    weighted = weighted.scatter_add(1, dst.unsqueeze(-1).expand(f, r, d), moved)
-    sizes = sizes.scatter_add(1, dst, sizes.gather(1, src_place))
+    # mean of a group = x_b + sum_a s_a (x_a - x_b) / (s_b + sum_a s_a): exact for identical tokens
+    x_src = x.gather(1, src_place.unsqueeze(-1).expand(f, r, d))  # (F, r, D)
+    x_dst = x.gather(1, dst.unsqueeze(-1).expand(f, r, d))  # (F, r, D)
+    s_src = sizes.gather(1, src_place)  # (F, r)
+    delta = torch.zeros_like(x).scatter_add(1, dst.unsqueeze(-1).expand(f, r, d), (x_src - x_dst) * s_src[..., None])
+    sizes = sizes.scatter_add(1, dst, s_src)  # (F, n)
+    x = x + delta / sizes.unsqueeze(-1)
     removed = torch.zeros(f, n, dtype=torch.bool, device=x.device).scatter(1, src_place, True)  # (F, n)
     # stable sort puts the survivors first, in their original order (no host sync, unlike nonzero)
     keep = torch.sort(removed.to(torch.uint8), dim=1, stable=True).indices[:, : n - r]  # (F, n - r)
-    sizes = sizes.gather(1, keep)
-    x = weighted.gather(1, keep.unsqueeze(-1).expand(f, n - r, d)) / sizes.unsqueeze(-1)
-    return x, sizes
+    return x.gather(1, keep.unsqueeze(-1).expand(f, n - r, d)), sizes.gather(1, keep)
 
 
 def tome_merge(x: Tensor, sizes: Tensor | None, target: int, num_heads: int = 16) -> tuple[Tensor, Tensor]:

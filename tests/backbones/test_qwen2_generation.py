@@ -73,8 +73,14 @@ def test_greedy_generation_matches_transformers(
     steps = 20  # past the cache's first growth (16)
     got = greedy(model, seqs, steps)
     for row, seq in enumerate(seqs):
+        ids = torch.tensor([seq])
         want = hf_model.generate(
-            torch.tensor([seq]), max_new_tokens=steps, do_sample=False, pad_token_id=0, eos_token_id=None
+            ids,
+            attention_mask=torch.ones_like(ids),  # explicit: a token equal to pad_token_id is not padding
+            max_new_tokens=steps,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
         )
         assert got[row] == want[0, len(seq) :].tolist()
 
@@ -111,7 +117,7 @@ def test_decode_after_compression_matches_full_recompute() -> None:
     state = layout_state([[len(s)] for s in seqs])
     with torch.no_grad():
         model(model.embed(place_tokens([[s] for s in seqs], state)), state, stages=stages, cache=cache)
-    assert [c.size for c in cache.layers] == [8, 6, 5]  # per-layer lengths differ
+    assert [c.size for c in cache.layers] == [8, 5, 4]  # 8 - 3 dropped, then 1 more (renumbered positions)
 
 
 def test_decode_hidden_matches_recompute_numerically() -> None:

@@ -1,0 +1,125 @@
+"""The synthetic long-video task of the demo, generated on first use and read as WebDataset shards."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from datamodules.video import VideoDataModule
+from lightning_viper.data.synth import SynthConfig, generate_shards
+from lightning_viper.text.templates import PromptTemplate
+from lightning_viper.text.tokenizer import build_demo_tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "lightning_viper", "synthetic")
+
+
+class SyntheticVideoDataModule(VideoDataModule):
+    """Synthetic needle / grounding / counting videos (see :mod:`lightning_viper.data.synth`).
+
+    ``prepare_data`` renders train/val/test shards and the demo tokenizer into
+    ``cache_dir/<hash of the knobs>/`` once; later runs with the same knobs reuse them. Val and test
+    use different seeds from train. Everything else is the normal :class:`VideoDataModule` path.
+
+    Args:
+        cache_dir: where generated data lives.
+        num_train, num_val, num_test: videos per split.
+        num_frames: frames (= seconds at 1 fps) per video.
+        image_size: frame side in pixels (and the size frames are decoded to).
+        needle_frames: consecutive frames that show the needle.
+        num_distractors: grey shapes per video.
+        tasks: subset of ["mcq", "grounding", "count"].
+        seed: data seed (train uses it, val seed + 1, test seed + 2).
+        shuffle_options: shuffle option colours per sample (harder than a fixed order).
+        samples_per_shard: samples per tar shard.
+        template, fps, max_frames, batch_size, num_workers, shuffle_buffer, epoch_length:
+            as in :class:`VideoDataModule`; ``epoch_length`` defaults to ``num_train``.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str = DEFAULT_CACHE,
+        num_train: int = 1024,
+        num_val: int = 128,
+        num_test: int = 128,
+        num_frames: int = 16,
+        image_size: int = 32,
+        needle_frames: int = 2,
+        num_distractors: int = 3,
+        tasks: list[str] | None = None,
+        seed: int = 0,
+        shuffle_options: bool = False,
+        samples_per_shard: int = 128,
+        template: PromptTemplate | None = None,
+        fps: float = 1.0,
+        max_frames: int | None = 256,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        shuffle_buffer: int = 256,
+        epoch_length: int | None = None,
+    ) -> None:
+        self.config = SynthConfig(
+            num_samples=num_train,
+            num_frames=num_frames,
+            image_size=image_size,
+            needle_frames=needle_frames,
+            num_distractors=num_distractors,
+            tasks=tuple(tasks or ("mcq",)),
+            seed=seed,
+            shuffle_options=shuffle_options,
+            samples_per_shard=samples_per_shard,
+        )
+        self.split_sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.data_dir = self.cache_dir / self.config.digest()
+        shards = {s: str(self.data_dir / s / "shard-*.tar") for s in self.split_sizes if self.split_sizes[s] > 0}
+        super().__init__(
+            train=shards.get("train"),
+            val=shards.get("val"),
+            test=shards.get("test"),
+            tokenizer=str(self.cache_dir / "tokenizer-demo-v1"),
+            template=template,
+            image_size=image_size,
+            fps=fps,
+            max_frames=max_frames,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle_buffer=shuffle_buffer,
+            epoch_length=epoch_length or num_train,
+            seed=seed,
+        )
+
+    def split_config(self, split: str) -> SynthConfig:
+        """Generator config of one split (its own size and seed)."""
+        offset = {"train": 0, "val": 1, "test": 2}[split]
+        return replace(self.config, num_samples=self.split_sizes[split], seed=self.config.seed + offset)
+
+    @property
+    def tokenizer(self):  # type: ignore[override]
+        """The demo tokenizer, built into the cache on first access if needed."""
+        if self._tokenizer is None:
+            build_demo_tokenizer(self.tokenizer_path or "")
+        return super().tokenizer
+
+    def prepare_data(self) -> None:
+        """Generate missing splits (idempotent; a split is complete once its ``done.json`` exists)."""
+        build_demo_tokenizer(self.tokenizer_path or "")
+        for split, size in self.split_sizes.items():
+            target = self.data_dir / split
+            if size <= 0 or (target / "done.json").exists():
+                continue
+            cfg = self.split_config(split)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=self.data_dir))
+            paths = generate_shards(cfg, tmp)
+            (tmp / "done.json").write_text(json.dumps({"config": asdict(cfg), "shards": [p.name for p in paths]}))
+            if target.exists():  # an incomplete earlier attempt
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+            log.info("generated %d synthetic %s samples in %s", size, split, target)

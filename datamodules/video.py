@@ -1,0 +1,169 @@
+"""WebDataset video datamodule: shards of ``<key>.mp4`` + ``<key>.json`` -> :class:`VideoBatch`.
+
+Format of the shards: docs/data.md. Training reads an endless resampled (weighted) mixture cut into
+epochs of ``epoch_length`` samples; val/test/predict read their shards once, deterministically,
+split across ranks and workers without overlap. Bad samples are skipped, warned about and counted
+(``VideoBatch.skipped`` per batch, :attr:`VideoDataModule.skipped_total` overall).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset
+from transformers import PreTrainedTokenizerBase
+
+from lightning_viper.batch import VideoBatch
+from lightning_viper.data.collate import VideoCollator
+from lightning_viper.data.sample import SampleDecoder
+from lightning_viper.data.stream import EvalStream, TrainStream, expand_shards
+from lightning_viper.text.templates import PlainTemplate, PromptTemplate
+from lightning_viper.text.tokenizer import load_tokenizer
+
+ShardSpec = str | list[str]
+TrainSpec = str | list[str] | list[dict[str, Any]]
+
+
+def parse_mixture(spec: TrainSpec) -> tuple[list[list[str]], list[float]]:
+    """A pattern, a list of patterns (one source), or ``[{shards: ..., weight: w}, ...]`` -> sources, weights."""
+    if isinstance(spec, list) and spec and all(isinstance(s, dict) for s in spec):
+        sources, weights = [], []
+        for comp in spec:
+            if "shards" not in comp:
+                raise ValueError(f"mixture component {comp!r} needs a 'shards' entry (and optionally 'weight')")
+            sources.append(expand_shards(comp["shards"]))
+            weights.append(float(comp.get("weight", 1.0)))
+        return sources, weights
+    if isinstance(spec, list) and any(isinstance(s, dict) for s in spec):
+        raise ValueError("mix either plain shard patterns or {shards, weight} entries, not both")
+    return [expand_shards(spec)], [1.0]  # type: ignore[arg-type]
+
+
+class VideoDataModule(LightningDataModule):
+    """Video QA / multiple choice / captioning / grounding / image-text from WebDataset shards.
+
+    Args:
+        train: shard pattern(s) (brace expansion and globs), or a weighted mixture
+            ``[{shards: "a-{000..009}.tar", weight: 0.7}, {shards: [...], weight: 0.3}]``.
+        val, test, predict: shard pattern(s) read once in order; predict defaults to test.
+        tokenizer: local tokenizer directory (see :func:`lightning_viper.text.load_tokenizer`).
+        template: prompt template of the backbone family (default :class:`PlainTemplate`).
+        image_size: frame side in pixels; must match the encoder's ``image_size``.
+        fps: sampling rate in frames per second (1.0 as in TimeViper).
+        num_frames: sample exactly this many frames per video instead of ``fps``.
+        max_frames: uniform subsampling cap per video (256 in TimeViper training).
+        batch_size: samples per batch (per rank).
+        num_workers: DataLoader workers per rank.
+        shuffle_buffer: samples held for shuffling the train stream.
+        epoch_length: train samples per epoch over all ranks and workers.
+        seed: seed of the train stream (combined with rank, worker and the epoch's worker seed).
+        max_answer_tokens: cut longer answers (eos kept); None keeps all.
+        grounding_context: state the video length and frame count in grounding questions.
+    """
+
+    def __init__(
+        self,
+        train: TrainSpec | None = None,
+        val: ShardSpec | None = None,
+        test: ShardSpec | None = None,
+        predict: ShardSpec | None = None,
+        tokenizer: str | None = None,
+        template: PromptTemplate | None = None,
+        image_size: int = 384,
+        fps: float = 1.0,
+        num_frames: int | None = None,
+        max_frames: int | None = 256,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        shuffle_buffer: int = 1000,
+        epoch_length: int = 10_000,
+        seed: int = 0,
+        max_answer_tokens: int | None = None,
+        grounding_context: bool = True,
+    ) -> None:
+        super().__init__()
+        self.train_shards, self.val_shards, self.test_shards = train, val, test
+        self.predict_shards = predict if predict is not None else test
+        self.tokenizer_path = tokenizer
+        self.template: PromptTemplate = template if template is not None else PlainTemplate()
+        self.image_size, self.fps, self.num_frames, self.max_frames = image_size, fps, num_frames, max_frames
+        self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
+        self.epoch_length, self.seed, self.max_answer_tokens = epoch_length, seed, max_answer_tokens
+        self.grounding_context = grounding_context
+        self.skipped_total = 0
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._datasets: dict[str, IterableDataset] = {}
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer (loaded on first access; ``<video>`` and a pad token guaranteed)."""
+        if self._tokenizer is None:
+            if self.tokenizer_path is None:
+                raise ValueError("VideoDataModule needs tokenizer=<local tokenizer directory>")
+            self._tokenizer = load_tokenizer(self.tokenizer_path)
+        return self._tokenizer
+
+    @property
+    def decoder(self) -> SampleDecoder:
+        return SampleDecoder(
+            image_size=self.image_size,
+            fps=self.fps,
+            num_frames=self.num_frames,
+            max_frames=self.max_frames,
+            grounding_context=self.grounding_context,
+        )
+
+    @property
+    def collator(self) -> VideoCollator:
+        return VideoCollator(self.tokenizer, self.template, self.max_answer_tokens)
+
+    def _rank_world(self) -> tuple[int | None, int | None]:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None:
+            return None, None  # resolved from torch.distributed / env at iteration time
+        return trainer.global_rank, trainer.world_size
+
+    def setup(self, stage: str | None = None) -> None:
+        """Expand shard patterns (a pattern matching nothing raises here, naming it) and build datasets."""
+        rank, world = self._rank_world()
+        if stage in (None, "fit") and self.train_shards is not None:
+            sources, weights = parse_mixture(self.train_shards)
+            self._datasets["train"] = TrainStream(
+                sources, weights, self.decoder, self.epoch_length, self.shuffle_buffer, self.seed, rank, world
+            )
+        wanted = {"fit": ["val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
+        for split in wanted.get(stage or "", ["val", "test", "predict"]):
+            spec = {"val": self.val_shards, "test": self.test_shards, "predict": self.predict_shards}[split]
+            if spec is not None:
+                self._datasets[split] = EvalStream(expand_shards(spec), self.decoder, rank, world)
+
+    def _loader(self, split: str) -> DataLoader:
+        if split not in self._datasets:
+            raise ValueError(f"no {split} shards configured: pass {split}=<shard pattern> (and call setup)")
+        return DataLoader(
+            self._datasets[split],
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collator,
+            persistent_workers=False,
+            pin_memory=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Keep the running count of skipped samples (main process)."""
+        if isinstance(batch, VideoBatch):
+            self.skipped_total += batch.skipped
+        return batch

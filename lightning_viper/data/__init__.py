@@ -1,0 +1,1 @@
+"""Video data: shard format, decoding, samples, collate, streams, synthetic data, packing, benchmarks."""
