@@ -10,6 +10,8 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from transformers import PreTrainedTokenizerBase
+
 from datamodules.video import VideoDataModule
 from lightning_viper.data.synth import SynthConfig, generate_shards
 from lightning_viper.text.templates import PromptTemplate
@@ -101,7 +103,7 @@ class SyntheticVideoDataModule(VideoDataModule):
         return replace(self.config, num_samples=self.split_sizes[split], seed=self.config.seed + offset)
 
     @property
-    def tokenizer(self):  # type: ignore[override]
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         """The demo tokenizer, built into the cache on first access if needed."""
         if self._tokenizer is None:
             build_demo_tokenizer(self.tokenizer_path or "")

@@ -30,6 +30,7 @@ def parse_mixture(spec: TrainSpec) -> tuple[list[list[str]], list[float]]:
     if isinstance(spec, list) and spec and all(isinstance(s, dict) for s in spec):
         sources, weights = [], []
         for comp in spec:
+            assert isinstance(comp, dict)
             if "shards" not in comp:
                 raise ValueError(f"mixture component {comp!r} needs a 'shards' entry (and optionally 'weight')")
             sources.append(expand_shards(comp["shards"]))

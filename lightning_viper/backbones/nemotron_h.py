@@ -10,7 +10,7 @@ Attention has no positional encoding: token order is carried by the Mamba layers
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -127,6 +127,10 @@ class NemotronHBackbone(Backbone):
         if self.tie_word_embeddings:
             self.lm_head.weight = self.embeddings.weight
 
+    def block(self, index: int) -> HybridBlock:
+        """The residual block of layer ``index``."""
+        return cast(HybridBlock, self.layers[index])
+
     # --- Backbone contract -------------------------------------------------------------------
     def embed(self, input_ids: Tensor) -> Tensor:
         out: Tensor = self.embeddings(input_ids)  # (B, T, D)
@@ -149,7 +153,9 @@ class NemotronHBackbone(Backbone):
             layer_cache = cache.layers[index]
             cache.last_segment = state.segment[:, -1].clone()
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and cache is None:
-            out: Tensor = checkpoint(self._run_chunked, index, hidden, state.mask, state.segment, None, use_reentrant=False)
+            out: Tensor = checkpoint(
+                self._run_chunked, index, hidden, state.mask, state.segment, None, use_reentrant=False
+            )
             return out
         return self._run_chunked(index, hidden, state.mask, state.segment, layer_cache)
 
@@ -157,7 +163,7 @@ class NemotronHBackbone(Backbone):
         self, index: int, hidden: Tensor, mask: Tensor, segment: Tensor, layer_cache: LayerCache
     ) -> Tensor:
         """Run one block, over ``prefill_chunk``-token pieces carrying its state when set."""
-        block = self.layers[index]
+        block = self.block(index)
         t = hidden.shape[1]
         step = self.prefill_chunk
         if step is None or t <= step:
@@ -172,7 +178,7 @@ class NemotronHBackbone(Backbone):
         return torch.cat(pieces, 1)
 
     def attention_module(self, layer: int) -> nn.Module:
-        block = self.layers[layer]
+        block = self.block(layer)
         if not isinstance(block.mixer, HybridAttention):
             raise ValueError(
                 f"layer {layer} is a {self.layer_kinds[layer]} layer; attention layers are "
@@ -185,28 +191,30 @@ class NemotronHBackbone(Backbone):
         causal keys of its own segment, from layer ``layer``'s pre-norm and q/k projections."""
         attn = self.attention_module(layer)
         assert isinstance(attn, HybridAttention)
-        normed = self.layers[layer].norm(hidden.to(self.layers[layer].norm.weight.dtype))  # (B, T, D)
+        normed = self.block(layer).norm(hidden.to(self.block(layer).norm.weight.dtype))  # (B, T, D)
         qcol = state.query_index()  # (S,)
         rows = state.segment_row  # (S,)
-        k = attn.heads(attn.k_proj, normed).float()  # (B, Hkv, T, hd)
+        rep = attn.num_heads // attn.num_kv_heads
+        k = attn.heads(attn.k_proj, normed)  # (B, Hkv, T, hd), computed once for all segments
         q = attn.heads(attn.q_proj, normed[rows, qcol].unsqueeze(1)).float()  # (S, Hq, 1, hd)
-        k = k[rows].repeat_interleave(attn.num_heads // attn.num_kv_heads, dim=1)  # (S, Hq, T, hd)
-        scores = (q @ k.transpose(-1, -2)).squeeze(2) * attn.scale  # (S, Hq, T)
+        q = q.view(q.shape[0], attn.num_kv_heads, rep, attn.head_dim)  # (S, Hkv, R, hd) query heads by group
         cols = torch.arange(state.length, device=hidden.device)
-        seg_ids = torch.arange(state.num_segments, device=hidden.device)
-        allowed = (state.segment[rows] == seg_ids[:, None]) & state.mask[rows] & (cols[None] <= qcol[:, None])
-        probs = scores.masked_fill(~allowed[:, None], -math.inf).softmax(-1).mean(1)  # (S, T)
         out = torch.zeros(state.batch_size, state.length, dtype=torch.float32, device=hidden.device)
-        return out.index_add(0, rows, probs.masked_fill(~allowed, 0.0))
+        for sid, (row, col) in enumerate(zip(rows.tolist(), qcol.tolist(), strict=True)):  # S is small
+            scores = (q[sid] @ k[row].float().transpose(-1, -2)).flatten(0, 1) * attn.scale  # (Hq, T)
+            allowed = (state.segment[row] == sid) & state.mask[row] & (cols <= col)  # (T,)
+            probs = scores.masked_fill(~allowed, -math.inf).softmax(-1).mean(0)  # (T,)
+            out[row] += probs.masked_fill(~allowed, 0.0)
+        return out
 
     def new_cache(self, batch_size: int) -> HybridCache:
-        return HybridCache(batch_size, [block.new_cache() for block in self.layers])
+        return HybridCache(batch_size, [self.block(i).new_cache() for i in range(self.num_layers)])
 
     def decode(self, hidden: Tensor, cache: Any) -> Tensor:
         """(B, 1, D) embeddings of one new token per row -> (B, 1, D) final-normed hidden."""
         if not isinstance(cache, HybridCache) or cache.last_segment is None:
             raise RuntimeError("decode needs a HybridCache filled by forward(..., cache=cache) (the prefill)")
         segment = cache.last_segment.unsqueeze(1)  # (B, 1)
-        for index, block in enumerate(self.layers):
-            hidden = block.step(hidden, segment, cache.layers[index])
+        for index in range(self.num_layers):
+            hidden = self.block(index).step(hidden, segment, cache.layers[index])
         return self.final_norm(hidden)

@@ -32,9 +32,7 @@ class RMSNorm(nn.Module):
 class HybridAttention(nn.Module):
     """Grouped-query causal self-attention without positional encoding (order comes from Mamba)."""
 
-    def __init__(
-        self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, bias: bool = False
-    ) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, bias: bool = False) -> None:
         super().__init__()
         if num_heads % num_kv_heads:
             raise ValueError(f"num_attention_heads ({num_heads}) must be a multiple of num_key_value_heads")
@@ -54,9 +52,7 @@ class HybridAttention(nn.Module):
         out: Tensor = proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
         return out
 
-    def forward(
-        self, x: Tensor, mask: Tensor, segment: Tensor, cache: AttentionLayerCache | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, segment: Tensor, cache: AttentionLayerCache | None = None) -> Tensor:
         """x (B, T, D) -> (B, T, D); with a cache, attends to the cached keys too and appends."""
         b, t, _ = x.shape
         q = self.heads(self.q_proj, x)  # (B, Hq, T, hd)
@@ -83,7 +79,9 @@ class SquaredReLUMLP(nn.Module):
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, segment: Tensor | None = None, cache: None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, segment: Tensor | None = None, cache: None = None
+    ) -> Tensor:
         out: Tensor = self.down_proj(torch.relu(self.up_proj(x)).square())
         return out
 

@@ -70,7 +70,8 @@ class Qwen2Backbone(Backbone):
         self.tie_word_embeddings = tie_word_embeddings
         self.gradient_checkpointing = gradient_checkpointing
         self.prefill_chunk = prefill_chunk
-        self.layer_kinds: tuple[LayerKind, ...] = ("decoder",) * num_layers
+        decoder: LayerKind = "decoder"
+        self.layer_kinds = (decoder,) * num_layers
         self.embed_tokens = nn.Embedding(vocab_size, hidden_size)
         self.layers = nn.ModuleList(
             Qwen2DecoderLayer(
@@ -101,12 +102,12 @@ class Qwen2Backbone(Backbone):
         if cache is not None:
             if not isinstance(cache, Qwen2Cache):
                 raise TypeError(f"Qwen2Backbone needs a Qwen2Cache from new_cache(), got {type(cache).__name__}")
-            return layer(hidden, state, cache.layers[index], self.prefill_chunk)  # type: ignore[no-any-return]
+            return layer(hidden, state, cache.layers[index], self.prefill_chunk)
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             out = checkpoint(layer, hidden, state, None, self.prefill_chunk, use_reentrant=False)
             assert isinstance(out, Tensor)
             return out
-        return layer(hidden, state, None, self.prefill_chunk)  # type: ignore[no-any-return]
+        return layer(hidden, state, None, self.prefill_chunk)
 
     def attention_module(self, layer: int) -> Qwen2Attention:
         return self._layer(layer).self_attn

@@ -8,8 +8,9 @@ Pick stages in YAML by class path; an empty list means no compression::
 """
 
 from lightning_viper.compression.base import CompressionStage
+from lightning_viper.compression.fastv import FastVDrop
 from lightning_viper.compression.schedule import validate_schedule
 from lightning_viper.compression.token_drop import TokenDrop
 from lightning_viper.compression.transv import TransV
 
-__all__ = ["CompressionStage", "TokenDrop", "TransV", "validate_schedule"]
+__all__ = ["CompressionStage", "FastVDrop", "TokenDrop", "TransV", "validate_schedule"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ def validate_schedule(stages: Sequence[CompressionStage], backbone: Backbone) ->
                 f"{stage.describe()}: attention-guided selection needs an attention layer, but layer "
                 f"{stage.layer} is {backbone.layer_kinds[stage.layer]!r}; attention layers: {attn}"
             )
-    for prev, stage in zip(stages, stages[1:], strict=False):
+    for prev, stage in itertools.pairwise(stages):
         if stage.layer < prev.layer:
             raise ValueError(
                 f"{stage.describe()} comes after {prev.describe()} but runs at an earlier layer; "

@@ -15,7 +15,7 @@ pre-norm weight. There are no positions (no rotary) in this cross-attention.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -130,7 +130,7 @@ class TransV(CompressionStage):
                     f"({attn.num_heads} heads); drop num_heads or set init_from_attention: false"
                 )
         ref = next(backbone.parameters())
-        kw = {"device": ref.device, "dtype": ref.dtype}
+        kw: dict[str, Any] = {"device": ref.device, "dtype": ref.dtype}
         bias_qkv = attn is not None and getattr(attn.q_proj, "bias", None) is not None
         bias_o = attn is not None and getattr(attn.o_proj, "bias", None) is not None
         self.q_heads, self.kv_heads, self.head_dim = hq, hkv, hd
@@ -141,7 +141,7 @@ class TransV(CompressionStage):
         block_norm = getattr(backbone.layers[src], "norm", None) if src is not None else None
         self.alpha = nn.Parameter(self.alpha.detach().to(**kw))  # same device/dtype as the rest
         self.norm = RMSNorm(d, _norm_eps(block_norm) if block_norm is not None else 1e-6).to(**kw)
-        if self.init_from_attention and attn is not None:
+        if self.init_from_attention and attn is not None and src is not None:
             self._copy_from(attn, block_norm, src)
         self._bound = True
 
@@ -152,9 +152,10 @@ class TransV(CompressionStage):
             mine.weight.copy_(theirs.weight)
             if mine.bias is not None:
                 mine.bias.copy_(theirs.bias)
-        if block_norm is None or getattr(block_norm, "weight", None) is None:
+        weight = getattr(block_norm, "weight", None)
+        if not isinstance(weight, Tensor):
             raise ValueError(f"{self.describe()}: attention layer {src} has no pre-norm weight at .norm to copy")
-        self.norm.weight.copy_(block_norm.weight)
+        self.norm.weight.copy_(weight)
 
     def transfer(self, hidden: Tensor, state: SequenceState, dropped: Tensor) -> Tensor:
         """Add the gated cross-attention from each segment's ``dropped`` (B, T) tokens to its

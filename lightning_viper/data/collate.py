@@ -38,7 +38,7 @@ class VideoCollator:
                 f"check the template {type(self.template).__name__} and the question text"
             )
         target = self.tokenizer(self.template.answer(answer), add_special_tokens=False)["input_ids"]
-        eos = int(self.tokenizer.eos_token_id)  # type: ignore[arg-type]
+        eos = int(self.tokenizer.eos_token_id)
         if not target or target[-1] != eos:
             target = [*target, eos]
         if self.max_answer_tokens is not None and len(target) > self.max_answer_tokens:
@@ -51,7 +51,7 @@ class VideoCollator:
         rows = [self.encode(s.prompt_text, s.answer) for s in samples]
         length = max(len(p) + len(a) for p, a in rows)
         bsz = len(samples)
-        input_ids = torch.full((bsz, length), int(self.tokenizer.pad_token_id), dtype=torch.long)  # type: ignore[arg-type]
+        input_ids = torch.full((bsz, length), int(self.tokenizer.pad_token_id), dtype=torch.long)
         labels = torch.full((bsz, length), -100, dtype=torch.long)  # (B, L)
         attention_mask = torch.zeros((bsz, length), dtype=torch.bool)  # (B, L)
         for b, (prompt, target) in enumerate(rows):

@@ -18,6 +18,7 @@ from typing import Any
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 from torch import Tensor
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
@@ -53,10 +54,14 @@ def _open(source: bytes | str | Path) -> Any:
         raise DecodeError(f"cannot open media: {exn}") from exn
 
 
-def _to_array(frame: Any, image_size: int) -> np.ndarray:
-    """One PyAV frame -> (S, S, 3) uint8 RGB, resized by swscale (area filter when shrinking)."""
+def _to_array(frame: Any, image_size: int, reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """One PyAV frame -> (S, S, 3) uint8 RGB, resized by swscale (area filter when shrinking).
+
+    Pass one ``reformatter`` for all frames of a video: it keeps the swscale context."""
     interp = "AREA" if frame.width > image_size or frame.height > image_size else "BILINEAR"
-    return frame.to_ndarray(width=image_size, height=image_size, format="rgb24", interpolation=interp)
+    fmt = reformatter or VideoReformatter()
+    out = fmt.reformat(frame, width=image_size, height=image_size, format="rgb24", interpolation=interp)
+    return out.to_ndarray()
 
 
 def _probe_duration(container: Any, stream: Any, tb: Fraction, start_pts: int) -> float:
@@ -83,7 +88,7 @@ def sample_times(
         n = max(int(num_frames), 1)
         times = [start + (i + 0.5) * length / n for i in range(n)]
     elif fps is not None and fps > 0:
-        n = max(int(math.ceil(length * fps - 1e-6)), 1)
+        n = max(math.ceil(length * fps - 1e-6), 1)
         times = [min(start + (i + 0.5) / fps, start + length) for i in range(n)]
     else:
         raise ValueError("pass fps > 0 or num_frames >= 1")
@@ -103,6 +108,7 @@ def decode_video(
     start: float | None = None,
     end: float | None = None,
     seek_threshold_s: float = 4.0,
+    threads: int = 1,
 ) -> DecodedVideo:
     """Decode a video from bytes or a path and sample frames by presentation time.
 
@@ -114,6 +120,7 @@ def decode_video(
         max_frames: cap; more targets are uniformly subsampled down to this many.
         start, end: optional time window in seconds (clipped to the video).
         seek_threshold_s: seek instead of decoding forward when the next target is further ahead.
+        threads: codec threads (1: none, the best choice inside DataLoader workers; 0: FFmpeg's choice).
 
     Returns:
         :class:`DecodedVideo` with frames (F, 3, S, S) uint8 and timestamps (F,) seconds.
@@ -126,7 +133,9 @@ def decode_video(
         if not container.streams.video:
             raise DecodeError("no video stream in the file")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if threads != 1:
+            stream.thread_type = "AUTO"
+            stream.thread_count = threads
         tb = stream.time_base or Fraction(1, av.time_base)
         start_pts = stream.start_time or 0
         duration = _probe_duration(container, stream, tb, start_pts)
@@ -140,7 +149,7 @@ def decode_video(
     finally:
         container.close()
     arrays = [a for a, _ in picked]
-    frames = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (F, 3, S, S)
+    frames = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (F, 3, S, S), channels-last memory
     stamps = torch.tensor([t for _, t in picked], dtype=torch.float32)  # (F,)
     window = max(t1 - t0, 1e-6)
     return DecodedVideo(frames=frames, timestamps=stamps, duration=float(duration), fps=len(picked) / window)
@@ -157,6 +166,7 @@ def _pick_frames(
 ) -> list[tuple[np.ndarray, float]]:
     """For each target time the last frame with time <= target (the first frame if none)."""
     out: list[tuple[np.ndarray, float]] = []
+    reformatter = VideoReformatter()
     last_taken: list[Any] = [None, None]  # [frame, (array, t)]: reused when a frame serves several targets
     prev: Any = None
     prev_t = -math.inf
@@ -167,7 +177,7 @@ def _pick_frames(
 
     def take(frame: Any, t: float) -> None:
         if last_taken[0] is not frame:
-            last_taken[0], last_taken[1] = frame, (_to_array(frame, image_size), t)
+            last_taken[0], last_taken[1] = frame, (_to_array(frame, image_size, reformatter), t)
         out.append(last_taken[1])
 
     def seek_to(t: float) -> None:

@@ -167,22 +167,18 @@ class TrainStream(IterableDataset):
         produced = 0
         failures = 0
         while produced < quota:
+            if len(buffer) >= min(self.shuffle_buffer, quota - produced):
+                produced += 1
+                yield buffer.pop(rng.randrange(len(buffer)))
+                continue
             s = rng.choices(range(len(self.sources)), weights=self.weights)[0]
-            sample = None
             it = iters[s]
-            if it is not None:
-                sample = next(it, None)
+            sample = next(it, None) if it is not None else None
             if sample is None:  # open a new random shard of this source
-                url = rng.choice(self.sources[s])
-                iters[s] = _decoded(_raw_samples([url], counter), self.decode, counter)
+                iters[s] = _decoded(_raw_samples([rng.choice(self.sources[s])], counter), self.decode, counter)
                 failures += 1
                 if failures > 100 + 10 * sum(len(x) for x in self.sources):
                     raise RuntimeError(f"no usable sample in the train shards {self.sources}: all skipped or empty")
                 continue
             failures = 0
             buffer.append(sample)
-            if len(buffer) < min(self.shuffle_buffer, quota - produced):
-                continue
-            sample = buffer.pop(rng.randrange(len(buffer)))
-            produced += 1
-            yield sample

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -45,7 +46,7 @@ def encode_video(
     buf = io.BytesIO()
     container = av.open(buf, mode="w", format=container_format)
     rate = Fraction(fps).limit_denominator(1000)
-    stream = container.add_stream(codec, rate=rate)
+    stream: Any = container.add_stream(codec, rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.bit_rate = bit_rate or max(400_000, int(height * width * 100 * max(fps, 1.0)))
     stream.gop_size = gop

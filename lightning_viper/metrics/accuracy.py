@@ -9,9 +9,10 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from lightning_viper.metrics.parsing import parse_choice, parse_count
+from lightning_viper.metrics.state_dtype import KeepStateDtype
 
 
-class ParsedAccuracy(Metric):
+class ParsedAccuracy(KeepStateDtype, Metric):
     """Fraction of samples whose parsed prediction equals the target; unparseable ones are wrong.
 
     States (summed over processes): ``correct``, ``total``, ``unparsed`` (int64 counts).

@@ -10,8 +10,10 @@ from torchmetrics import Metric
 from torchmetrics.functional.text import rouge_score
 from torchmetrics.text import BLEUScore
 
+from lightning_viper.metrics.state_dtype import KeepStateDtype
 
-class Bleu4(BLEUScore):
+
+class Bleu4(KeepStateDtype, BLEUScore):
     """Corpus BLEU-4 (torchmetrics ``BLEUScore``, n_gram=4, tokenizer 13a).
 
     Its states are n-gram sums that do not depend on earlier updates, so states of several
@@ -31,7 +33,7 @@ def rouge_l(prediction: str, references: Sequence[str]) -> float:
     return float(scores["rougeL_fmeasure"])
 
 
-class RougeL(Metric):
+class RougeL(KeepStateDtype, Metric):
     """Mean per-sample ROUGE-L F-measure (best reference per sample; torchmetrics' rouge_score).
 
     States (summed over processes): ``fmeasure_sum`` and ``total``.

@@ -21,6 +21,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lightning_viper.metrics.state_dtype import KeepStateDtype
+
 NGram = tuple[str, ...]
 _SEP = "\x1f"  # separates the references of one sample in the byte state
 
@@ -80,8 +82,10 @@ def cider_d_scores(
 
 def _encode(texts: Sequence[str]) -> tuple[Tensor, Tensor]:
     data = [t.encode("utf-8") for t in texts]
-    flat = torch.tensor([b for d in data for b in d], dtype=torch.uint8)  # (sum of bytes,)
-    return flat, torch.tensor([len(d) for d in data], dtype=torch.long)  # (S,)
+    # float32 holds bytes and lengths (< 2**24) exactly and matches the dtype torchmetrics gives the
+    # empty state of a process that saw no sample, so all_gather sees one dtype on every process
+    flat = torch.tensor([b for d in data for b in d], dtype=torch.float32)  # (sum of bytes,)
+    return flat, torch.tensor([len(d) for d in data], dtype=torch.float32)  # (S,)
 
 
 def _decode(flat: Tensor, lengths: Tensor) -> list[str]:
@@ -93,10 +97,10 @@ def _decode(flat: Tensor, lengths: Tensor) -> list[str]:
     return out
 
 
-class CIDErD(Metric):
+class CIDErD(KeepStateDtype, Metric):
     """Corpus CIDEr-D over all samples seen (across processes).
 
-    States: UTF-8 bytes of candidates and references with per-sample byte lengths, concatenated
+    States: UTF-8 bytes of candidates and references with per-sample byte lengths (float32), concatenated
     over processes (``dist_reduce_fx="cat"``), so the idf is computed over the whole set.
     """
 
@@ -132,7 +136,7 @@ class CIDErD(Metric):
 
         def cat(state: list[Tensor] | Tensor) -> Tensor:
             if isinstance(state, list):  # before a sync: one tensor per update (maybe none)
-                return dim_zero_cat(state) if state else torch.zeros(0, dtype=torch.long)
+                return dim_zero_cat(state) if state else torch.zeros(0)
             return state
 
         if cat(self.cand_lens).numel() == 0:

@@ -9,6 +9,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from lightning_viper.metrics.parsing import parse_span
+from lightning_viper.metrics.state_dtype import KeepStateDtype
 
 
 def temporal_iou(pred: tuple[float, float], target: Sequence[float]) -> float:
@@ -19,7 +20,7 @@ def temporal_iou(pred: tuple[float, float], target: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-class TemporalGrounding(Metric):
+class TemporalGrounding(KeepStateDtype, Metric):
     """mIoU and Recall@IoU>=t of spans parsed from generated text (:func:`parse_span`).
 
     Unparseable predictions get IoU 0 and are counted. States are summed over processes:

@@ -24,6 +24,7 @@ from lightning_viper.metrics.parsing import (
     parse_span,
     target_choice,
 )
+from lightning_viper.metrics.state_dtype import KeepStateDtype
 
 TASKS = ("mcq", "grounding", "count", "caption", "qa")
 
@@ -37,7 +38,7 @@ class QAExactMatch(ParsedAccuracy):
         self._record(matches, [1] * len(matches))
 
 
-class TaskCounts(Metric):
+class TaskCounts(KeepStateDtype, Metric):
     """Samples seen per task (summed over processes), so every process agrees on which tasks to report."""
 
     full_state_update = False

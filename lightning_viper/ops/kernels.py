@@ -39,7 +39,9 @@ _conv_update = _optional("causal_conv1d", "causal_conv1d_update")
 
 def mamba_kernels_available() -> bool:
     """True when mamba-ssm and causal-conv1d import and CUDA is present."""
-    return all(f is not None for f in (_chunk_scan, _state_update, _conv_fn, _conv_update)) and torch.cuda.is_available()
+    return (
+        all(f is not None for f in (_chunk_scan, _state_update, _conv_fn, _conv_update)) and torch.cuda.is_available()
+    )
 
 
 def resolve_kernels(choice: KernelChoice, device: torch.device) -> Literal["torch", "cuda"]:

@@ -140,7 +140,7 @@ def ssd_step(
     x (Bt, H, P), dt (Bt, H), B/C (Bt, G, N) -> y (Bt, H, P) in x's dtype. Like mamba-ssm's
     ``selective_state_update`` there is no ``dt_limit`` clamp here.
     """
-    bt, h, p = x.shape
+    h = x.shape[1]
     g = B.shape[1]
     r = h // g
     dt = discretize_dt(dt, dt_bias, dt_softplus)  # (Bt, H)

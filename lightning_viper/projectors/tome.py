@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_viper.projectors.mlp import MLPHead
 from lightning_viper.projectors.base import Projector
+from lightning_viper.projectors.mlp import MLPHead
 
 
 def head_similarity(a: Tensor, b: Tensor, num_heads: int) -> Tensor:
@@ -54,7 +54,7 @@ def merge_round(x: Tensor, sizes: Tensor, r: int, num_heads: int) -> tuple[Tenso
     x = x + delta / sizes.unsqueeze(-1)
     removed = torch.zeros(f, n, dtype=torch.bool, device=x.device).scatter(1, src_place, True)  # (F, n)
     # stable sort puts the survivors first, in their original order (no host sync, unlike nonzero)
-    keep = torch.sort(removed.to(torch.uint8), dim=1, stable=True).indices[:, : n - r]  # (F, n - r)
+    keep = torch.sort(removed.to(torch.int32), dim=1, stable=True).indices[:, : n - r]  # (F, n - r)
     return x.gather(1, keep.unsqueeze(-1).expand(f, n - r, d)), sizes.gather(1, keep)
 
 
@@ -109,7 +109,9 @@ class ToMeProjector(Projector):
             )
         if self.mlp is not None:
             if (self.mlp.fc1.in_features, self.mlp.fc2.out_features) != (vision_dim, llm_dim):
-                raise ValueError(f"ToMeProjector is already bound to other widths; cannot rebind to ({vision_dim}, {llm_dim})")
+                raise ValueError(
+                    f"ToMeProjector is already bound to other widths; cannot rebind to ({vision_dim}, {llm_dim})"
+                )
             return
         self.mlp = MLPHead(vision_dim, llm_dim)
 

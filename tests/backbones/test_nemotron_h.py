@@ -11,7 +11,7 @@ import torch
 from lightning_viper.backbones.loading import CheckpointError
 from lightning_viper.backbones.nemotron_h import NemotronHBackbone
 from lightning_viper.backbones.nemotron_h_loading import load_nemotron_h
-from tests.backbones.nemotron_helpers import hf_model, packed_state, place
+from tests.backbones.test_nemotron_h_helpers import hf_model, packed_state, place
 
 TOL = dict(rtol=1e-4, atol=2e-5)
 
@@ -75,7 +75,7 @@ def test_packed_segments_match_separate_runs(pair, prefill_chunk):
     state = packed_state(rows)
     per_row, i = [], 0
     for r in rows:
-        per_row.append(sum(segs[i : i + len(r)], []))
+        per_row.append([tok for seg in segs[i : i + len(r)] for tok in seg])
         i += len(r)
     logits = ours_logits(ours, place(per_row, state), state)
     for sid, seg_tokens in enumerate(segs):
@@ -148,3 +148,18 @@ def test_unknown_config_key_is_refused(pair, tmp_path):
     (bad / "model.safetensors").symlink_to(Path(path) / "model.safetensors")
     with pytest.raises(CheckpointError, match="rope_theta"):
         load_nemotron_h(str(bad))
+
+
+def test_tied_config_with_stored_head_matches_transformers(tmp_path):
+    """transformers' NemotronH keeps (and saves) its own lm_head even with tie_word_embeddings."""
+    hf = hf_model(seed=5, tie_word_embeddings=True, hybrid_override_pattern="M*-")
+    hf.save_pretrained(tmp_path / "tied")
+    ours = load_nemotron_h(str(tmp_path / "tied")).eval()
+    tokens = torch.randint(1, 97, (9,)).tolist()
+    state = packed_state([[9]])
+    torch.testing.assert_close(ours_logits(ours, place([tokens], state), state)[0], hf_logits(hf, tokens), **TOL)
+
+
+def test_built_model_ties_head_to_embeddings():
+    model = NemotronHBackbone(pattern="M-*", tie_word_embeddings=True)
+    assert model.lm_head.weight is model.embeddings.weight

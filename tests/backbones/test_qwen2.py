@@ -78,7 +78,9 @@ def test_tied_embeddings_match_transformers(tmp_checkpoint: Callable[..., str]) 
     torch.testing.assert_close(our_logits(model, ids, [[7]])[0], hf_logits(hf, ids[0].tolist()), atol=1e-5, rtol=1e-4)
 
 
-def test_left_padded_batch_matches_unpadded_rows(hf_model: Qwen2ForCausalLM, tmp_checkpoint: Callable[..., str]) -> None:
+def test_left_padded_batch_matches_unpadded_rows(
+    hf_model: Qwen2ForCausalLM, tmp_checkpoint: Callable[..., str]
+) -> None:
     model = load_qwen2(tmp_checkpoint(hf_model)).eval()
     seqs = [torch.randint(0, VOCAB, (n,)).tolist() for n in (9, 4, 6)]
     state = layout_state([[len(s)] for s in seqs])

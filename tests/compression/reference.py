@@ -15,7 +15,7 @@ from lightning_viper.sequence import SequenceState, TokenKind
 
 def kept_count(keep: float, n_orig: int, n_now: int) -> int:
     """Round half up, clamp to what is present."""
-    return min(max(int(math.floor(keep * n_orig + 0.5)), 0), n_now)
+    return min(max(math.floor(keep * n_orig + 0.5), 0), n_now)
 
 
 def segment_columns(state: SequenceState) -> dict[int, tuple[int, list[int]]]:
@@ -36,7 +36,7 @@ def kept_vision(state: SequenceState, keep: float, scores: Tensor | None) -> dic
         vis = [c for c in cols if int(state.kind[r, c]) == TokenKind.VISION]
         k = kept_count(keep, int(state.num_vision_orig[s]), len(vis))
         if scores is None:
-            picked = [vis[int(math.floor((i + 0.5) * len(vis) / k))] for i in range(k)]
+            picked = [vis[math.floor((i + 0.5) * len(vis) / k)] for i in range(k)]
         else:
             ranked = sorted(vis, key=lambda c: (-float(scores[r, c]), c))
             picked = sorted(ranked[:k])

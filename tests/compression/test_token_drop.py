@@ -61,7 +61,9 @@ def test_keep_one_is_identity(hidden: Tensor, state: SequenceState, backbone: Fa
     assert backbone.score_calls == []  # nothing dropped: no scores needed
 
 
-def test_keep_one_in_backbone_equals_no_compression(hidden: Tensor, state: SequenceState, backbone: FakeBackbone) -> None:
+def test_keep_one_in_backbone_equals_no_compression(
+    hidden: Tensor, state: SequenceState, backbone: FakeBackbone
+) -> None:
     backbone.double()
     plain = backbone(hidden, state)
     with_stage = backbone(hidden, state, stages=[TokenDrop(2, 1.0)])

@@ -17,7 +17,7 @@ def naive_recurrence(x, dt, A, B, C, D, state, seq_idx):
     x (b,t,h,p), dt (b,t,h) already discretised, B/C (b,t,g,n); the state restarts at zero where
     seq_idx changes. Returns y and the final state.
     """
-    b, t, h, p = x.shape
+    b, t, h, _ = x.shape
     g = B.shape[2]
     h_state = state.clone()
     ys = []
@@ -49,7 +49,13 @@ def make_inputs(b, t, h, p, g, n, seed):
 
 @pytest.mark.parametrize(
     ("b", "t", "h", "p", "g", "n", "chunk"),
-    [(1, 1, 2, 3, 1, 4, 4), (2, 13, 4, 3, 2, 5, 4), (2, 33, 6, 2, 3, 4, 8), (1, 17, 4, 4, 4, 3, 17), (3, 7, 2, 2, 1, 2, 64)],
+    [
+        (1, 1, 2, 3, 1, 4, 4),
+        (2, 13, 4, 3, 2, 5, 4),
+        (2, 33, 6, 2, 3, 4, 8),
+        (1, 17, 4, 4, 4, 3, 17),
+        (3, 7, 2, 2, 1, 2, 64),
+    ],
 )
 @pytest.mark.parametrize("packed", [False, True])
 def test_ssd_scan_matches_recurrence(b, t, h, p, g, n, chunk, packed):
@@ -100,8 +106,17 @@ def test_ssd_step_matches_recurrence():
     y_ref, h_ref = naive_recurrence(x, dt, A, B, C, D, state0, None)
     state = state0.float().clone()
     ys = [
-        ssd_step(state, x[:, i].float(), dt_raw[:, i].float(), A.float(), B[:, i].float(), C[:, i].float(),
-                 D.float(), dt_bias.float(), dt_softplus=True)
+        ssd_step(
+            state,
+            x[:, i].float(),
+            dt_raw[:, i].float(),
+            A.float(),
+            B[:, i].float(),
+            C[:, i].float(),
+            D.float(),
+            dt_bias.float(),
+            dt_softplus=True,
+        )
         for i in range(5)
     ]
     torch.testing.assert_close(torch.stack(ys, 1).double(), y_ref, rtol=1e-4, atol=1e-4)
@@ -115,8 +130,9 @@ def test_ssd_scan_gradients_match_recurrence():
     grads = torch.autograd.grad(y.double().pow(2).sum(), leaves)
     ref_leaves = [v.clone().requires_grad_() for v in (x, dt_raw, B, C)]
     dt = F.softplus(ref_leaves[1] + dt_bias)
-    y_ref, _ = naive_recurrence(ref_leaves[0], dt, A, ref_leaves[2], ref_leaves[3], D, torch.zeros(1, 2, 2, 3,
-                                dtype=torch.float64), None)
+    y_ref, _ = naive_recurrence(
+        ref_leaves[0], dt, A, ref_leaves[2], ref_leaves[3], D, torch.zeros(1, 2, 2, 3, dtype=torch.float64), None
+    )
     ref = torch.autograd.grad(y_ref.pow(2).sum(), ref_leaves)
     for got, want in zip(grads, ref, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-3, atol=1e-3)

@@ -59,7 +59,7 @@ def test_conv_step_continues_scan():
     x = torch.randn(2, 10, 6, generator=gen)
     weight, bias = torch.randn(6, 4, generator=gen), torch.randn(6, generator=gen)
     y_all, _ = causal_conv1d(x, weight, bias)
-    y_pre, state = causal_conv1d(x[:, :7], weight, bias)
+    _, state = causal_conv1d(x[:, :7], weight, bias)
     steps = [causal_conv1d_step(x[:, i], state, weight, bias) for i in range(7, 10)]
     torch.testing.assert_close(torch.stack(steps, 1), y_all[:, 7:])
     y_a, s_a = causal_conv1d(x[:, :3], weight, bias)

@@ -1,4 +1,4 @@
-"""Shared helpers of the Nemotron-H tests: a tiny transformers model and hand-made layouts."""
+"""Helpers of the Nemotron-H tests (no tests here): a tiny transformers model and hand-made layouts."""
 
 from __future__ import annotations
 

@@ -1,0 +1,124 @@
+"""Frames-to-first-token prefill as the benchmarks run it, built from ``VideoLM``'s parts.
+
+Differences from ``VideoLM.embed_batch`` / ``generate`` (same math, bounded memory):
+
+* frames stay on the host (pinned) and travel to the device one micro-batch at a time;
+* encoder AND projector run per micro-batch, written into one preallocated (F, N, D) buffer, so
+  the (F, 729, 1152) patch features of the whole video never exist at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lightning_viper.batch import VideoBatch
+from lightning_viper.module import VideoLM
+from lightning_viper.sequence import SequenceState
+from lightning_viper.splice import splice
+from lightning_viper.text.tokenizer import video_token_id
+
+PROMPT_WORDS = "What happened in the video ? Describe the objects and when they appear".split()
+
+
+class FrameSource:
+    """A stand-in for decoded video: ``pool`` random uint8 frames in (pinned) host memory,
+    served in micro-batches (cycled; content does not change the cost)."""
+
+    def __init__(self, image_size: int, pool: int, device: torch.device, seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        frames = torch.randint(0, 256, (pool, 3, image_size, image_size), dtype=torch.uint8, generator=gen)
+        self.frames = frames.pin_memory() if device.type == "cuda" else frames
+        self.device = device
+
+    def batch(self, count: int) -> Tensor:
+        """(count, 3, H, W) uint8 on the device."""
+        pool = self.frames.shape[0]
+        host = self.frames[:count] if count <= pool else self.frames.repeat((count + pool - 1) // pool, 1, 1, 1)[:count]
+        return host.to(self.device, non_blocking=True)
+
+
+@torch.no_grad()
+def encode_frames(model: VideoLM, source: FrameSource, frames: int, micro_batch: int) -> Tensor:
+    """``frames`` frames -> (F, N, D) vision tokens, encoder + projector per micro-batch."""
+    n = model.projector.tokens_per_frame(model.encoder.num_patches)
+    p = next(model.projector.parameters())
+    out = torch.empty(frames, n, model.backbone.hidden_size, dtype=p.dtype, device=p.device)  # (F, N, D)
+    for start in range(0, frames, micro_batch):
+        count = min(micro_batch, frames - start)
+        out[start : start + count] = model.encode_video(source.batch(count))
+    return out
+
+
+def prompt_ids(model: VideoLM, instruction_words: int, device: torch.device) -> tuple[Tensor, int]:
+    """(1, L) ids "User : <video> <instruction words>" and the number of tokens after the video."""
+    tok = model.tokenizer
+    assert tok is not None
+    words = (PROMPT_WORDS * (instruction_words // len(PROMPT_WORDS) + 1))[:instruction_words]
+    before = tok("User :", add_special_tokens=False)["input_ids"]
+    after = tok(" ".join(words), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([[*before, video_token_id(tok), *after]], device=device)
+    return ids, len(after)
+
+
+@torch.no_grad()
+def embed_prompt(model: VideoLM, vision: Tensor, ids: Tensor) -> tuple[Tensor, SequenceState]:
+    """(F, N, D) vision tokens + (1, L) prompt ids -> (1, T, D) hidden and its state."""
+    assert model.tokenizer is not None
+    text = model.backbone.embed(ids)  # (1, L, D)
+    lengths = torch.tensor([ids.shape[1]], device=ids.device)
+    per_sample = torch.tensor([vision.shape[0] * vision.shape[1]], device=ids.device)
+    hidden, state, _ = splice(text, ids, lengths, lengths, vision.flatten(0, 1).to(text.dtype), per_sample,
+                              video_token_id(model.tokenizer))
+    return hidden, state
+
+
+@dataclass
+class PrefillResult:
+    token: Tensor  # (1,) the first generated token
+    seq_len: int  # tokens entering the backbone
+    seq_len_final: int  # tokens reaching the last layer
+
+
+@torch.no_grad()
+def prefill(model: VideoLM, source: FrameSource, frames: int, micro_batch: int, ids: Tensor,
+            marks: object | None = None) -> PrefillResult:
+    """Frames -> first token through encoder, projector, splice, backbone (with its stages and a
+    generation cache) and the LM head; marks 'embedded' and 'first_token' when given."""
+    vision = encode_frames(model, source, frames, micro_batch)
+    hidden, state = embed_prompt(model, vision, ids)
+    del vision
+    if marks is not None:
+        marks.mark("embedded")  # type: ignore[attr-defined]
+    cache = model.backbone.new_cache(1)
+    out = model.backbone(hidden, state, stages=list(model.compression), cache=cache)
+    token = model.backbone.logits(out.hidden[:, -1]).argmax(-1)  # (1,)
+    if marks is not None:
+        marks.mark("first_token")  # type: ignore[attr-defined]
+    return PrefillResult(token, state.length, out.state.length)
+
+
+def training_batch(model: VideoLM, source: FrameSource, frames: int, batch_size: int, instruction_words: int,
+                   answer_words: int) -> VideoBatch:
+    """``batch_size`` samples of ``frames`` frames each, prompt + answer + eos, labels on the answer."""
+    tok = model.tokenizer
+    assert tok is not None
+    device = source.device
+    prompt, _ = prompt_ids(model, instruction_words, device)
+    answer = tok(" ".join((["the", "red", "square"] * answer_words)[:answer_words]), add_special_tokens=False)[
+        "input_ids"] + [tok.eos_token_id]
+    row = torch.cat([prompt[0], torch.tensor(answer, device=device)])  # (L,)
+    ids = row.unsqueeze(0).repeat(batch_size, 1)  # (B, L)
+    labels = torch.full_like(ids, -100)
+    labels[:, prompt.shape[1]:] = ids[:, prompt.shape[1]:]
+    return VideoBatch(
+        frames=source.batch(frames * batch_size),
+        frames_per_sample=torch.full((batch_size,), frames, device=device),
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids, dtype=torch.bool),
+        labels=labels,
+        prompt_lengths=torch.full((batch_size,), prompt.shape[1], device=device),
+        meta=[{} for _ in range(batch_size)],
+    )

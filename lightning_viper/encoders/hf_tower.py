@@ -1,0 +1,134 @@
+"""Shared machinery for vision encoders wrapping a transformers vision tower (SigLIP, CLIP).
+
+A tower is frozen by default (no gradients, kept in eval mode even when the surrounding module
+trains), runs frames in micro-batches, and returns the hidden states of one encoder layer
+(``feature_layer``, counted like Python indices over the L layer outputs: -1 = last, -2 =
+second-to-last), before any post-layernorm or pooling head.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_viper.backbones.loading import CheckpointError
+from lightning_viper.encoders.base import VisionEncoder
+
+log = logging.getLogger(__name__)
+
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """'float32' / 'bfloat16' / 'float16' -> torch dtype, with a clear error otherwise."""
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype {name!r} is not a torch dtype name (use 'float32', 'bfloat16' or 'float16')")
+    return dtype
+
+
+def vision_checkpoint_dir(path: str, family: str) -> Path:
+    """A local checkpoint directory with a config.json, or :class:`CheckpointError` naming ``path``."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise CheckpointError(
+            f"{family} checkpoint directory {str(root)!r} does not exist. Put a Hugging Face {family} "
+            "checkpoint there (config.json, model.safetensors, preprocessor_config.json); "
+            "lightning-viper never downloads weights."
+        )
+    if not (root / "config.json").is_file():
+        raise CheckpointError(f"{family} checkpoint directory {str(root)!r} has no config.json")
+    return root
+
+
+def read_preprocessor(root: Path) -> dict[str, Any]:
+    """The checkpoint's preprocessor_config.json as a dict ({} when absent)."""
+    file = root / PREPROCESSOR_FILE
+    if not file.is_file():
+        log.warning("%s has no %s: using the encoder family's default mean/std", root, PREPROCESSOR_FILE)
+        return {}
+    with open(file) as fh:
+        config: dict[str, Any] = json.load(fh)
+    return config
+
+
+def processor_image_size(pre: dict[str, Any], default: int) -> int:
+    """Square input size from a preprocessor config's ``size`` / ``crop_size`` entry."""
+    for key in ("crop_size", "size"):
+        size = pre.get(key)
+        if isinstance(size, int):
+            return size
+        if isinstance(size, dict):
+            if "height" in size:
+                return int(size["height"])
+            if "shortest_edge" in size:
+                return int(size["shortest_edge"])
+    return default
+
+
+def square(value: Any) -> int:
+    """A config's image/patch size (int or (h, w) pair) as one int; non-square raises."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list | tuple) and len(value) == 2 and value[0] == value[1]:
+        return int(value[0])
+    raise ValueError(f"expected a square size (int or equal pair), got {value!r}")
+
+
+class HFVisionTower(VisionEncoder):
+    """Base of SigLIP / CLIP encoders. Subclasses build ``self.model`` (a transformers vision
+    model), set ``embed_dim``, ``num_patches``, ``image_size`` and call :meth:`_setup`."""
+
+    model: nn.Module
+    mean: Tensor  # (3,) buffer
+    std: Tensor  # (3,) buffer
+    num_prefix_tokens: int = 0  # tokens before the patches in the hidden states (CLIP: 1 CLS)
+
+    def _setup(
+        self, mean: list[float], std: list[float], feature_layer: int, freeze: bool, micro_batch: int, layers: int
+    ) -> None:
+        if micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1 frame, got {micro_batch}")
+        if not -layers <= feature_layer < layers:
+            raise ValueError(f"feature_layer {feature_layer} is out of range for an encoder with {layers} layers")
+        self.feature_layer = feature_layer
+        self.freeze = freeze
+        self.micro_batch = micro_batch
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
+        self.num_layers = layers
+        if freeze:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> HFVisionTower:
+        """Frozen towers stay in eval mode (no dropout, fixed statistics) whatever the parent does."""
+        super().train(mode)
+        if self.freeze:
+            self.model.eval()
+        return self
+
+    def _features(self, pixels: Tensor) -> Tensor:
+        """(f, 3, H, W) normalised pixels -> (f, P, Dv) features of ``feature_layer``."""
+        out = self.model(pixel_values=pixels, output_hidden_states=True)
+        # hidden_states holds the embeddings then every layer's output: index L + 1 entries
+        layer_out: Tensor = out.hidden_states[1:][self.feature_layer]  # (f, prefix + P, Dv)
+        return layer_out[:, self.num_prefix_tokens :]
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """uint8 (F, 3, H, W) -> (F, P, Dv), in micro-batches of ``micro_batch`` frames."""
+        dtype = next(self.model.parameters()).dtype
+        outs = []
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            for start in range(0, frames.shape[0], self.micro_batch):
+                chunk = frames[start : start + self.micro_batch]
+                pixels = self.normalise(chunk, self.mean, self.std).to(dtype)  # (f, 3, H, W)
+                outs.append(self._features(pixels))
+        if not outs:
+            return frames.new_zeros((0, self.num_patches, self.embed_dim), dtype=dtype)
+        return torch.cat(outs, dim=0)  # (F, P, Dv)
