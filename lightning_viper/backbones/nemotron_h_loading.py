@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -115,11 +115,17 @@ def config_to_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def load_nemotron_h(path: str, dtype: str = "float32", **runtime_overrides: Any) -> NemotronHBackbone:
+def load_nemotron_h(
+    path: str,
+    dtype: str = "float32",
+    gradient_checkpointing: bool = False,
+    prefill_chunk: int | None = None,
+    kernels: Literal["auto", "torch", "cuda"] = "auto",
+) -> NemotronHBackbone:
     """Load a local ``nemotron_h`` checkpoint directory (config.json + safetensors, sharded or not).
 
-    ``dtype`` is 'float32', 'bfloat16' or 'float16'; ``runtime_overrides`` are constructor
-    arguments such as ``prefill_chunk=4096, kernels='cuda', gradient_checkpointing=True``.
+    ``dtype`` is 'float32', 'bfloat16' or 'float16'; the other arguments are the backbone's
+    runtime options (checkpointing, chunked prefill, kernel choice).
     Never downloads and never runs checkpoint code.
     """
     torch_dtype = getattr(torch, dtype, None)
@@ -131,7 +137,7 @@ def load_nemotron_h(path: str, dtype: str = "float32", **runtime_overrides: Any)
     if kwargs.get("tie_word_embeddings") and "lm_head.weight" in state:
         # the checkpoint stores its own head (transformers' NemotronH never ties): keep it separate
         kwargs["tie_word_embeddings"] = False
-    kwargs.update(runtime_overrides)
+    kwargs.update(gradient_checkpointing=gradient_checkpointing, prefill_chunk=prefill_chunk, kernels=kernels)
     with torch.device("meta"):
         model = NemotronHBackbone(**kwargs).to(torch_dtype)
     model = model.to_empty(device="cpu")

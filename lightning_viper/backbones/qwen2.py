@@ -24,7 +24,6 @@ from lightning_viper.sequence import SequenceState
 
 log = logging.getLogger(__name__)
 
-RUNTIME_OPTIONS = ("gradient_checkpointing", "prefill_chunk")
 
 
 @dataclass
@@ -176,16 +175,16 @@ def qwen2_args_from_config(config: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def load_qwen2(path: str, dtype: str = "float32", **runtime_overrides: Any) -> Qwen2Backbone:
+def load_qwen2(
+    path: str, dtype: str = "float32", gradient_checkpointing: bool = False, prefill_chunk: int | None = None
+) -> Qwen2Backbone:
     """Build a :class:`Qwen2Backbone` from a local Hugging Face checkpoint directory.
 
-    ``dtype`` names a torch dtype ("float32", "bfloat16", "float16"); ``runtime_overrides`` may set
-    ``gradient_checkpointing`` and ``prefill_chunk``. Never downloads: a missing directory raises
+    ``dtype`` names a torch dtype ("float32", "bfloat16", "float16"); ``gradient_checkpointing`` and
+    ``prefill_chunk`` are runtime options of the backbone. Never downloads: a missing directory raises
     :class:`CheckpointError` naming it.
     """
-    unknown = set(runtime_overrides) - set(RUNTIME_OPTIONS)
-    if unknown:
-        raise ValueError(f"load_qwen2: unknown option(s) {sorted(unknown)}; allowed: {list(RUNTIME_OPTIONS)}")
+    runtime_overrides = {"gradient_checkpointing": gradient_checkpointing, "prefill_chunk": prefill_chunk}
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"load_qwen2: dtype {dtype!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")

@@ -1,17 +1,17 @@
 """The comparison file (recipes/compare/*.yaml) as typed data, and its expansion into runs.
 
-    name: demo                               # names the report folder and the MLflow tags
-    base: recipes/demo.yaml                  # relative to the repo root or to this file
-    experiment: compare-demo                 # MLflow experiment (default: compare-<name>)
-    tracking_uri: sqlite:///mlflow.db        # default: the base recipe's logger, else sqlite:///mlflow.db
-    seeds: [0, 1]
-    frames: {key: data.init_args.num_frames, values: [8, 16]}   # optional sweep
-    overrides: ["--trainer.max_steps=100"]   # optional, applied to every run
-    strategies:
-      - name: transv_uniform
-        compression:                         # list of class_path/init_args stages ([] = none)
-          - {class_path: lightning_viper.compression.TransV, init_args: {layer: 1, keep: 0.5}}
-        projector: {class_path: ..., init_args: {...}}   # optional projector override
+name: demo                               # names the report folder and the MLflow tags
+base: recipes/demo.yaml                  # relative to the repo root or to this file
+experiment: compare-demo                 # MLflow experiment (default: compare-<name>)
+tracking_uri: sqlite:///mlflow.db        # default: the base recipe's logger, else sqlite:///mlflow.db
+seeds: [0, 1]
+frames: {key: data.init_args.num_frames, values: [8, 16]}   # optional sweep
+overrides: ["--trainer.max_steps=100"]   # optional, applied to every run
+strategies:
+  - name: transv_uniform
+    compression:                         # list of class_path/init_args stages ([] = none)
+      - {class_path: lightning_viper.compression.TransV, init_args: {layer: 1, keep: 0.5}}
+    projector: {class_path: ..., init_args: {...}}   # optional projector override
 """
 
 from __future__ import annotations
@@ -158,7 +158,9 @@ def load_spec(path: str | Path) -> CompareSpec:
     frames_cfg = raw.get("frames")
     frames_key, frames = None, []
     if frames_cfg:
-        _require(isinstance(frames_cfg, dict) and {"key", "values"} <= set(frames_cfg), p, "frames needs key and values")
+        _require(
+            isinstance(frames_cfg, dict) and {"key", "values"} <= set(frames_cfg), p, "frames needs key and values"
+        )
         frames_key, frames = str(frames_cfg["key"]), [int(v) for v in frames_cfg["values"]]
         _require(bool(frames), p, "frames.values is empty")
     overrides = [str(o) for o in raw.get("overrides") or []]

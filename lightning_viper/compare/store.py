@@ -99,7 +99,7 @@ class CompareStore:
 
     def summary_run(self) -> str:
         """The id of this comparison's summary (parent) run, created on first use and reused after."""
-        existing = [r for r in self._search(f"tags.`{TAG_ROLE}` = 'summary'")]
+        existing = self._search(f"tags.`{TAG_ROLE}` = 'summary'")
         if existing:
             return existing[0].info.run_id
         run = self.client.create_run(
@@ -109,11 +109,11 @@ class CompareStore:
         )
         return run.info.run_id
 
-    def log_report(self, run_id: str, files: list[Path]) -> None:
-        """Attach report files to the summary run and mark it finished."""
+    def log_report(self, run_id: str, files: list[Path], status: str = "FINISHED") -> None:
+        """Attach report files to the summary run and end it with ``status`` (FINISHED or FAILED)."""
         for f in files:
             self.client.log_artifact(run_id, str(f), artifact_path="report")
-        self.client.set_terminated(run_id, "FINISHED")
+        self.client.set_terminated(run_id, status)
 
 
 def _flag(run: Run, tag: str) -> bool:

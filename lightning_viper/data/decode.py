@@ -37,12 +37,14 @@ class DecodedVideo:
     timestamps: (F,) float32 seconds from the start of the video (presentation time of each frame).
     duration: seconds of the whole video (0.0 for an image).
     fps: effective sampling rate of the returned frames, frames per second of the sampled window.
+    num_decoded: frames the decoder produced (less than the video's frames when it seeks).
     """
 
     frames: Tensor  # (F, 3, S, S) uint8
     timestamps: Tensor  # (F,) float32, seconds
     duration: float
     fps: float
+    num_decoded: int = 0
 
 
 def _open(source: bytes | str | Path) -> Any:
@@ -143,7 +145,7 @@ def decode_video(
         t1 = duration if end is None else min(end, duration) if duration > 0 else end
         t0 = min(t0, t1) if duration > 0 else t0
         targets = sample_times(t0, t1, fps=fps, num_frames=num_frames, max_frames=max_frames)
-        picked = _pick_frames(container, stream, tb, start_pts, targets, image_size, seek_threshold_s)
+        picked, num_decoded = _pick_frames(container, stream, tb, start_pts, targets, image_size, seek_threshold_s)
     except (av.FFmpegError, EOFError) as exn:
         raise DecodeError(f"corrupt or truncated video: {exn}") from exn
     finally:
@@ -152,7 +154,7 @@ def decode_video(
     frames = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (F, 3, S, S), channels-last memory
     stamps = torch.tensor([t for _, t in picked], dtype=torch.float32)  # (F,)
     window = max(t1 - t0, 1e-6)
-    return DecodedVideo(frames=frames, timestamps=stamps, duration=float(duration), fps=len(picked) / window)
+    return DecodedVideo(frames=frames, timestamps=stamps, duration=float(duration), fps=len(picked) / window, num_decoded=num_decoded)
 
 
 def _pick_frames(
@@ -163,8 +165,9 @@ def _pick_frames(
     targets: list[float],
     image_size: int,
     seek_threshold_s: float,
-) -> list[tuple[np.ndarray, float]]:
-    """For each target time the last frame with time <= target (the first frame if none)."""
+) -> tuple[list[tuple[np.ndarray, float]], int]:
+    """For each target time the last frame with time <= target (the first frame if none); and the
+    number of frames decoded."""
     out: list[tuple[np.ndarray, float]] = []
     reformatter = VideoReformatter()
     last_taken: list[Any] = [None, None]  # [frame, (array, t)]: reused when a frame serves several targets
@@ -174,6 +177,7 @@ def _pick_frames(
     last_key_t: float | None = None
     i = 0
     last_t = -1.0
+    decoded = 0
 
     def take(frame: Any, t: float) -> None:
         if last_taken[0] is not frame:
@@ -188,6 +192,7 @@ def _pick_frames(
     while i < len(targets):
         restarted = False
         for frame in container.decode(stream):
+            decoded += 1
             if frame.pts is not None:
                 t = float((frame.pts - start_pts) * tb)
             else:  # no timestamp: assume the nominal rate after the previous frame
@@ -206,6 +211,7 @@ def _pick_frames(
             prev, prev_t = frame, t
             if targets[i] - t > max(seek_threshold_s, 2.0 * keyframe_gap):
                 seek_to(targets[i])
+                last_key_t = None  # the next keyframe gap is measured after the jump
                 restarted = True
                 break
         if not restarted:
@@ -215,7 +221,7 @@ def _pick_frames(
     while i < len(targets):  # targets past the last frame: the last frame is still on screen
         take(prev, prev_t)
         i += 1
-    return out
+    return out, decoded
 
 
 def decode_image(source: bytes | str | Path, *, image_size: int) -> DecodedVideo:

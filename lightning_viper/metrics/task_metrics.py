@@ -111,6 +111,8 @@ class TaskMetrics(nn.Module):
     ``Metric`` objects, so they sync across processes at ``compute()``.
     """
 
+    score_one = staticmethod(score_one)  # ``TaskMetrics.score_one(prediction, meta)``: per-sample score
+
     def __init__(self) -> None:
         super().__init__()
         self.mcq = MultipleChoiceAccuracy()

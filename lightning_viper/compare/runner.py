@@ -1,0 +1,144 @@
+"""``viper compare``: train and test every strategy of a comparison file, then write the report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from lightning_viper.compare.commands import lightning_command, write_patch
+from lightning_viper.compare.plots import all_plots
+from lightning_viper.compare.report import aggregate, render_html, render_markdown
+from lightning_viper.compare.spec import CompareSpec, Variant, load_spec
+from lightning_viper.compare.store import CompareStore, RunRecord
+
+log = logging.getLogger(__name__)
+
+
+class CompareError(RuntimeError):
+    """Some runs of a comparison failed; the report still holds the ones that finished."""
+
+
+def compare(config: str, overrides: list[str] | None = None, output: str | None = None, dry_run: bool = False) -> Path:
+    """Run every strategy x seed x frames of a comparison file and write its report.
+
+    Each run is ``lightning fit`` then ``lightning test --ckpt_path last`` in a subprocess, one
+    after another, all in one MLflow experiment with tags ``compare``, ``variant``, ``seed`` and
+    ``frames``. A run whose MLflow run FINISHED with test metrics is not run again, so an
+    interrupted comparison resumes where it stopped. The report (Markdown, HTML, PNG plots) is
+    written to ``output`` and logged to a summary run that is the parent of the comparison's runs.
+
+    Args:
+        config: the comparison YAML (see :mod:`lightning_viper.compare.spec`).
+        overrides: extra dotted CLI args for every run, e.g. ``["--trainer.max_steps=5"]``
+            (on the command line: ``--overrides='["--trainer.max_steps=5"]'``).
+        output: report folder; default ``reports/<name>/``. Run folders go to ``<output>/runs/``.
+        dry_run: only write each run's config patch and log the commands; touch no MLflow store.
+
+    Returns:
+        The report folder.
+
+    Raises:
+        CompareError: after writing the report, if any run failed (the message names the logs).
+    """
+    spec = load_spec(config)
+    out_dir = Path(output) if output else Path("reports") / spec.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra = list(overrides or [])
+    variants = spec.variants()
+    log.info(
+        "comparison %r: %d runs, experiment %r in %s", spec.name, len(variants), spec.experiment, spec.tracking_uri
+    )
+    if dry_run:
+        lines = []
+        for v in variants:
+            patch = write_patch(spec, v, out_dir / "runs" / v.key, parent_run_id=None)
+            lines += [shlex.join(lightning_command(s, spec, patch, extra)) for s in ("fit", "test")]
+        (out_dir / "commands.sh").write_text("\n".join(lines) + "\n")
+        log.info("dry run: commands written to %s", out_dir / "commands.sh")
+        return out_dir
+
+    store = CompareStore(spec.tracking_uri, spec.experiment, spec.name)
+    parent = store.summary_run()
+    failures: list[str] = []
+    for i, variant in enumerate(variants, 1):
+        log.info("[%d/%d] %s", i, len(variants), variant.key)
+        failure = _run_variant(spec, variant, store, out_dir, parent, extra)
+        if failure:
+            failures.append(failure)
+            log.error("%s", failure)
+
+    records = _current(store.records(), spec)
+    files = write_report(spec, records, out_dir)
+    store.log_report(parent, files, status="FAILED" if failures else "FINISHED")
+    log.info("report: %s", out_dir / "report.md")
+    if failures:
+        raise CompareError(f"{len(failures)} of {len(variants)} runs failed:\n" + "\n".join(failures))
+    return out_dir
+
+
+def _run_variant(
+    spec: CompareSpec, variant: Variant, store: CompareStore, out_dir: Path, parent: str, extra: list[str]
+) -> str | None:
+    """Fit and test one run unless MLflow says it is done; returns a failure message or None."""
+    ident = (variant.strategy.name, variant.seed, variant.frames_tag)
+    if store.complete_run(*ident) is not None:
+        log.info("%s: finished run with test metrics found, skipping", variant.key)
+        return None
+    run_dir = out_dir / "runs" / variant.key
+    ckpt_dir = run_dir / "checkpoints"
+    previous = store.runs_of(*ident)
+    fit_done = bool(previous) and previous[0].info.status == "FINISHED" and any(ckpt_dir.glob("last*.ckpt"))
+    patch = write_patch(spec, variant, run_dir, parent)
+    if fit_done:
+        log.info("%s: fit already finished (run %s), testing only", variant.key, previous[0].info.run_id)
+    else:
+        for run in previous:
+            store.mark_stale(run)
+        if ckpt_dir.exists():  # this run's own checkpoints from an interrupted attempt
+            shutil.rmtree(ckpt_dir)
+        if (failed := _launch("fit", spec, patch, extra, run_dir)) is not None:
+            return f"{variant.key}: {failed}"
+    if (failed := _launch("test", spec, patch, extra, run_dir)) is not None:
+        return f"{variant.key}: {failed}"
+    if store.complete_run(*ident) is None:
+        return f"{variant.key}: test ended but MLflow has no finished run with test/ metrics (see {run_dir})"
+    return None
+
+
+def _launch(stage: str, spec: CompareSpec, patch: Path, extra: list[str], run_dir: Path) -> str | None:
+    """Run one ``lightning`` subcommand, output to ``run_dir/<stage>.log``; a failure message or None."""
+    cmd = lightning_command(stage, spec, patch, extra)
+    log_path = run_dir / f"{stage}.log"
+    log.info("  %s > %s", shlex.join(cmd), log_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        return f"`lightning {stage}` exited with {proc.returncode}; log {log_path}; last lines:\n{tail}"
+    return None
+
+
+def _current(records: list[RunRecord], spec: CompareSpec) -> list[RunRecord]:
+    """Records of the runs the comparison file lists now (older strategies of the same name left out)."""
+    wanted = {(v.strategy.name, v.seed, v.frames_tag) for v in spec.variants()}
+    return [r for r in records if (r.variant, r.seed, r.frames) in wanted]
+
+
+def write_report(spec: CompareSpec, records: list[RunRecord], out_dir: Path) -> list[Path]:
+    """Write report.md, report.html and the plots into ``out_dir``; returns the files written."""
+    rows = aggregate(records, [s.name for s in spec.strategies])
+    plots = all_plots(rows, out_dir)
+    notes = [
+        f"MLflow experiment `{spec.experiment}` in `{spec.tracking_uri}`; base recipe `{spec.base.name}`; "
+        f"{len(records)} finished runs."
+    ]
+    title = f"Compression comparison: {spec.name}"
+    md, page = out_dir / "report.md", out_dir / "report.html"
+    md.write_text(render_markdown(title, rows, plots, notes))
+    page.write_text(render_html(title, rows, plots, notes))
+    return [md, page, *plots]
