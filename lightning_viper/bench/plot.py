@@ -41,7 +41,8 @@ def plot_prefill(results: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel("frames (16 tokens each)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(f"prefill, {results['config']['model']} model, {gpu}, chunk={results['config']['prefill_chunk']}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,12 +24,13 @@ def backbone_shape(backbone: Backbone) -> BackboneShape:
     mamba = _first(backbone, Mamba2Mixer)
     attn = _first(backbone, HybridAttention)
     mlp = _first(backbone, SquaredReLUMLP)
-    if attn is None:  # Qwen2-style decoder layers
+    if attn is None:  # Qwen2-style decoder layers (or no attention at all)
         attn = next((m for m in backbone.modules() if hasattr(m, "num_kv_heads") and hasattr(m, "q_proj")), None)
-        gate = next((m for m in backbone.modules() if hasattr(m, "gate_proj")), None)
-        intermediate = int(gate.gate_proj.out_features) if gate is not None else 0  # type: ignore[union-attr]
+    gate = next((m for m in backbone.modules() if hasattr(m, "gate_proj")), None)
+    if mlp is not None:
+        intermediate = int(mlp.up_proj.out_features)  # type: ignore[union-attr]
     else:
-        intermediate = int(mlp.up_proj.out_features) if mlp is not None else 0  # type: ignore[union-attr]
+        intermediate = int(gate.gate_proj.out_features) if gate is not None else 0  # type: ignore[union-attr]
     q_heads = int(attn.num_heads) if attn is not None else 0  # type: ignore[union-attr]
     kv_heads = int(attn.num_kv_heads) if attn is not None else 0  # type: ignore[union-attr]
     head_dim = int(attn.head_dim) if attn is not None else 0  # type: ignore[union-attr]

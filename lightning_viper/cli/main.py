@@ -77,7 +77,7 @@ class VideoCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=TrackedConfig,
-            save_config_kwargs={"overwrite": True},
+            save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
             parser_kwargs={"parser_mode": "omegaconf"},
             auto_configure_optimizers=False,
             args=args,

@@ -92,7 +92,7 @@ def _fmt(key: str, value: tuple[float, float | None] | None) -> str:
     if key == MEMORY:
         digits = 0
     text = f"{mean:.{digits}f}"
-    return text if std is None else f"{text} ± {std:.{digits}f}"
+    return text if not std else f"{text} ± {std:.{digits}f}"  # no ± for one seed or identical values
 
 
 def table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:

@@ -84,6 +84,7 @@ def test_relative_sqlite_uri_becomes_absolute(tmp_path: Path) -> None:
     assert absolute_tracking_uri("http://server:5000", tmp_path) == "http://server:5000"
 
 
+@pytest.mark.slow
 def test_demo_comparison_parses_through_the_cli(tmp_path: Path) -> None:
     """Every strategy of recipes/compare/demo.yaml builds a config the `lightning` CLI accepts."""
     from lightning_viper.cli.main import parse_recipe

@@ -1,0 +1,133 @@
+"""bench_prefill / bench_train on the tiny model, on CPU (wall-clock timing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_viper.bench import bench_prefill, bench_train
+from lightning_viper.bench import prefill as prefill_module
+from lightning_viper.bench.models import build_model, paper_layers, strategy_stages
+from lightning_viper.bench.peer import hf_peer, hf_prefill
+from lightning_viper.bench.pipeline import FrameSource, embed_prompt, encode_frames, prefill, prompt_ids
+from lightning_viper.compression import TokenDrop, TransV
+
+CPU = torch.device("cpu")
+ROW_KEYS = {"frames", "strategy", "status", "latency_ms", "latency_runs_ms", "embed_ms", "backbone_ms", "seq_len",
+            "seq_len_final", "peak_alloc_gib", "tokens_per_s", "frames_per_s", "flops", "tflops_per_s", "mfu"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_prefill_rows_json_and_plot(tmp_path: Path) -> None:
+    res = bench_prefill(frames=[2, 6], model="tiny", repeats=2, micro_batch=4, instruction_tokens=6,
+                        out_dir=str(tmp_path), tag="p")
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(res["rows"]))
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert [(r["strategy"], r["frames"]) for r in res["rows"]] == [
+        (s, f) for s in ("none", "transv", "uniform_drop") for f in (2, 6)]
+    for row in res["rows"]:
+        assert ROW_KEYS <= set(row) and row["status"] == "ok"
+        assert len(row["latency_runs_ms"]) == 2 and row["latency_ms"] > row["embed_ms"] > 0
+        assert row["mfu"] is None and row["peak_alloc_gib"] is None  # CPU: no peak rate, no allocator stats
+        assert row["flops"]["total"] == pytest.approx(sum(v for k, v in row["flops"].items() if k != "total"))
+        assert row["tokens_per_s"] == pytest.approx(row["seq_len"] / row["latency_ms"] * 1000)
+    by = {(r["strategy"], r["frames"]): r for r in res["rows"]}
+    # tiny: 4 tokens per frame, 6 frames -> 24 vision tokens; stages keep 50% then 10% of them
+    assert by[("none", 6)]["seq_len"] - by[("none", 2)]["seq_len"] == 16
+    text = by[("none", 6)]["seq_len"] - 24
+    assert by[("transv", 6)]["seq_len_final"] == text + 2 == by[("uniform_drop", 6)]["seq_len_final"]
+    assert by[("transv", 6)]["flops"]["compression"] > 0 == by[("uniform_drop", 6)]["flops"]["compression"]
+    assert res["max_frames"] == {"none": 6, "transv": 6, "uniform_drop": 6}
+    assert [p["frames"] for p in res["peer"]] == [2, 6] and all(p["status"] == "ok" for p in res["peer"])
+    assert res["peer"][0]["speedup_backbone"] == pytest.approx(res["peer"][0]["hf_backbone_ms"]
+                                                               / by[("none", 2)]["backbone_ms"])
+
+
+def test_prefill_stops_a_strategy_at_oom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = prefill_module._measure
+
+    def fake(model, source, frames, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if frames >= 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        return real(model, source, frames, *args, **kwargs)
+
+    monkeypatch.setattr(prefill_module, "_measure", fake)
+    res = bench_prefill(frames=[2, 4, 8], strategies=["none"], model="tiny", repeats=1, peer=False,
+                        out_dir=str(tmp_path), plot=False)
+    assert [(r["frames"], r["status"]) for r in res["rows"]] == [(2, "ok"), (4, "oom")]  # 8 is not tried
+    assert res["rows"][1]["error"].startswith("CUDA out of memory")
+    assert res["max_frames"] == {"none": 2}
+
+
+def test_time_budget_skips_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = prefill_module._measure
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
+        return {**out, "latency_ms": 3_600_000.0}  # pretend the first size took an hour
+
+    monkeypatch.setattr(prefill_module, "_measure", slow)
+    res = bench_prefill(frames=[2, 4], strategies=["none"], model="tiny", repeats=1, peer=False, time_budget_s=600.0,
+                        out_dir=str(tmp_path), plot=False)
+    assert res["rows"][0]["status"] == "ok"  # the first size has no prediction to go on
+    assert res["rows"][1]["status"] == "skipped (time budget)" and res["rows"][1]["predicted_s"] > 3600
+    res = bench_prefill(frames=[2], strategies=["none"], model="tiny", repeats=1, peer=False, time_budget_s=0.0,
+                        out_dir=str(tmp_path), plot=False)
+    assert res["rows"][0]["status"] == "skipped (time budget)"  # nothing left: not even the first size
+
+
+def test_peer_shares_weights_and_agrees_with_ours() -> None:
+    torch.manual_seed(0)
+    lm = build_model("tiny", "none", CPU, dtype="float32").eval()
+    peer = hf_peer(lm.backbone)  # type: ignore[arg-type]
+    assert peer.lm_head.weight.data_ptr() == lm.backbone.lm_head.weight.data_ptr()
+    source = FrameSource(32, 4, CPU)
+    ids, _ = prompt_ids(lm, 6, CPU)
+    hidden, state = embed_prompt(lm, encode_frames(lm, source, 5, 2), ids)
+    with torch.no_grad():
+        ours = lm.backbone.logits(lm.backbone(hidden, state).hidden[:, -1])
+        theirs = peer(inputs_embeds=hidden, logits_to_keep=1).logits[:, -1]
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert hf_prefill(peer, hidden).item() == prefill(lm, source, 5, 2, ids).token.item()
+
+
+def test_micro_batched_encoding_matches_the_module() -> None:
+    torch.manual_seed(0)
+    lm = build_model("tiny", "none", CPU, dtype="float32").eval()
+    source = FrameSource(32, 8, CPU)
+    with torch.no_grad():
+        whole = lm.encode_video(source.batch(7))
+    torch.testing.assert_close(encode_frames(lm, source, 7, 3), whole)
+
+
+def test_strategies_follow_the_paper_layers() -> None:
+    lm = build_model("tiny", "transv", CPU, dtype="float32")
+    first, second = paper_layers(lm.backbone)
+    assert lm.backbone.is_attention_layer(second) and first < second
+    stages = strategy_stages("uniform_drop", lm.backbone)
+    assert [type(s) for s in stages] == [TokenDrop, TokenDrop]
+    assert [(s.layer, s.keep) for s in stages] == [(first, 0.5), (second, 0.1)]
+    tv = list(lm.compression)
+    assert [type(s) for s in tv] == [TransV, TransV] and [s.selector for s in tv] == ["uniform", "attention"]
+
+
+def test_train_rows(tmp_path: Path) -> None:
+    res = bench_train(frames=4, batch_size=2, model="tiny", warmup=1, repeats=2, out_dir=str(tmp_path), tag="t")
+    assert json.loads((tmp_path / "t.json").read_text())["rows"] == json.loads(json.dumps(res["rows"]))
+    assert [r["gradient_checkpointing"] for r in res["rows"]] == [False, True]
+    for row in res["rows"]:
+        assert row["status"] == "ok" and row["step_ms"] > row["forward_ms"] > 0
+        assert row["loss"] == pytest.approx(row["loss"]) and row["mfu"] is None
+        flops = row["flops"]
+        assert flops["total"] == pytest.approx(flops["encoder"] + 3 * flops["trained_forward"])
+        assert row["tokens_per_s"] == pytest.approx(2 * row["seq_len"] / row["step_ms"] * 1000)
+    params = res["config"]["params"]
+    assert params["model/params_trainable"] == params["model/params_total"] - params["model/params_encoder"]
