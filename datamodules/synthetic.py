@@ -121,7 +121,16 @@ class SyntheticVideoDataModule(VideoDataModule):
             tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=self.data_dir))
             paths = generate_shards(cfg, tmp)
             (tmp / "done.json").write_text(json.dumps({"config": asdict(cfg), "shards": [p.name for p in paths]}))
+            if (target / "done.json").exists():  # another process finished first: same bytes
+                shutil.rmtree(tmp)
+                continue
             if target.exists():  # an incomplete earlier attempt
                 shutil.rmtree(target)
             os.rename(tmp, target)
             log.info("generated %d synthetic %s samples in %s", size, split, target)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Generate first if ``prepare_data`` was not called (outside a Trainer), then read."""
+        if not all((self.data_dir / s / "done.json").exists() for s, n in self.split_sizes.items() if n > 0):
+            self.prepare_data()
+        super().setup(stage)

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from lightning_viper.batch import VideoBatch
 from lightning_viper.data.collate import VideoCollator
 from lightning_viper.data.sample import SampleDecoder
-from lightning_viper.data.stream import EvalStream, TrainStream, expand_shards
+from lightning_viper.data.stream import EvalStream, TrainStream, expand_shards, rank_and_world
 from lightning_viper.text.templates import PlainTemplate, PromptTemplate
 from lightning_viper.text.tokenizer import load_tokenizer
 
@@ -61,6 +61,9 @@ class VideoDataModule(LightningDataModule):
         seed: seed of the train stream (combined with rank, worker and the epoch's worker seed).
         max_answer_tokens: cut longer answers (eos kept); None keeps all.
         grounding_context: state the video length and frame count in grounding questions.
+        even_eval: with several ranks, pad val/test/predict readers to equal length by repeating a
+            sample marked ``meta["padding"] = True`` (FSDP needs equal batch counts; metrics skip
+            padded samples). Readers that skipped bad samples are padded too.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class VideoDataModule(LightningDataModule):
         seed: int = 0,
         max_answer_tokens: int | None = None,
         grounding_context: bool = True,
+        even_eval: bool = True,
     ) -> None:
         super().__init__()
         self.train_shards, self.val_shards, self.test_shards = train, val, test
@@ -91,7 +95,7 @@ class VideoDataModule(LightningDataModule):
         self.image_size, self.fps, self.num_frames, self.max_frames = image_size, fps, num_frames, max_frames
         self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
         self.epoch_length, self.seed, self.max_answer_tokens = epoch_length, seed, max_answer_tokens
-        self.grounding_context = grounding_context
+        self.grounding_context, self.even_eval = grounding_context, even_eval
         self.skipped_total = 0
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._datasets: dict[str, IterableDataset] = {}
@@ -119,11 +123,11 @@ class VideoDataModule(LightningDataModule):
     def collator(self) -> VideoCollator:
         return VideoCollator(self.tokenizer, self.template, self.max_answer_tokens)
 
-    def _rank_world(self) -> tuple[int | None, int | None]:
-        trainer = getattr(self, "_trainer", None)
-        if trainer is None:
-            return None, None  # resolved from torch.distributed / env at iteration time
-        return trainer.global_rank, trainer.world_size
+    def _rank_world(self) -> tuple[int, int]:
+        """Resolved here, in the main process: DataLoader workers may not see torch.distributed."""
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        return rank_and_world()
 
     def setup(self, stage: str | None = None) -> None:
         """Expand shard patterns (a pattern matching nothing raises here, naming it) and build datasets."""
@@ -137,7 +141,8 @@ class VideoDataModule(LightningDataModule):
         for split in wanted.get(stage or "", ["val", "test", "predict"]):
             spec = {"val": self.val_shards, "test": self.test_shards, "predict": self.predict_shards}[split]
             if spec is not None:
-                self._datasets[split] = EvalStream(expand_shards(spec), self.decoder, rank, world)
+                pad = self.even_eval and world > 1
+                self._datasets[split] = EvalStream(expand_shards(spec), self.decoder, rank, world, pad=pad)
 
     def _loader(self, split: str) -> DataLoader:
         if split not in self._datasets:

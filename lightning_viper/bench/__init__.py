@@ -5,7 +5,8 @@ write a JSON of results (and a PNG for prefill) and return the same dict. FLOP c
 :mod:`lightning_viper.bench.flops`.
 """
 
+from lightning_viper.bench.breakdown import bench_breakdown
 from lightning_viper.bench.prefill import bench_prefill
 from lightning_viper.bench.train import bench_train
 
-__all__ = ["bench_prefill", "bench_train"]
+__all__ = ["bench_breakdown", "bench_prefill", "bench_train"]

@@ -77,8 +77,10 @@ class ProjectorShape:
     def flops_per_frame(self) -> float:
         merge = 0.0
         if self.tome:  # similarity of the A half (ceil n/2) with the B half (floor n/2)
-            merge = sum(2.0 * ((n + 1) // 2) * (n // 2) * self.vision_dim for n, _ in tome_rounds(self.patches,
-                                                                                              self.tokens_per_frame))
+            merge = sum(
+                2.0 * ((n + 1) // 2) * (n // 2) * self.vision_dim
+                for n, _ in tome_rounds(self.patches, self.tokens_per_frame)
+            )
         n = self.tokens_per_frame
         mlp = 2 * n * (self.vision_dim * self.llm_dim + self.llm_dim * self.llm_dim)
         return float(merge + mlp)
@@ -184,8 +186,9 @@ def tokens_per_layer(num_layers: int, vision: int, text: int, stages: Sequence[S
     return out
 
 
-def stage_flops(shape: BackboneShape, stage: StageSpec, seq_before: int, vision_before: int, vision_after: int,
-                instruction: int) -> float:
+def stage_flops(
+    shape: BackboneShape, stage: StageSpec, seq_before: int, vision_before: int, vision_after: int, instruction: int
+) -> float:
     """Extra work of one stage: attention scores of the query token over the whole sequence
     (k projection of every token + one query), and TransV's cross-attention from the
     ``instruction`` tokens to the dropped vision tokens (q over instructions, k/v over dropped)."""
@@ -208,7 +211,9 @@ class VideoLMShape:
     projector: ProjectorShape
     backbone: BackboneShape
 
-    def prefill_flops(self, frames: int, text: int, instruction: int, stages: Sequence[StageSpec] = ()) -> dict[str, float]:
+    def prefill_flops(
+        self, frames: int, text: int, instruction: int, stages: Sequence[StageSpec] = ()
+    ) -> dict[str, float]:
         """Forward FLOPs of prefill to the first token for one sample of ``frames`` frames and
         ``text`` text tokens (``instruction`` of them after the video). Returns the parts and 'total'."""
         enc = frames * self.encoder.flops_per_frame()
@@ -221,18 +226,23 @@ class VideoLMShape:
             before = seq[st.layer - 1] - text if st.layer > 0 else vision
             after = seq[st.layer] - text
             extra += stage_flops(self.backbone, st, before + text, before, after, instruction)
-        return {"encoder": enc, "projector": proj, "backbone": backbone, "compression": extra,
-                "total": enc + proj + backbone + extra}
+        return {
+            "encoder": enc,
+            "projector": proj,
+            "backbone": backbone,
+            "compression": extra,
+            "total": enc + proj + backbone + extra,
+        }
 
-    def train_flops(self, frames: int, text: int, instruction: int, answer: int,
-                    stages: Sequence[StageSpec] = ()) -> dict[str, float]:
+    def train_flops(
+        self, frames: int, text: int, instruction: int, answer: int, stages: Sequence[StageSpec] = ()
+    ) -> dict[str, float]:
         """One training sample: frozen encoder forward only; projector, backbone and stages
         forward + backward (3x forward); LM head on the ``answer`` tokens."""
         fwd = self.prefill_flops(frames, text, instruction, stages)
         head = 2.0 * self.backbone.hidden * self.backbone.vocab
         trained_fwd = fwd["projector"] + fwd["backbone"] - head + answer * head + fwd["compression"]
-        return {"encoder": fwd["encoder"], "trained_forward": trained_fwd,
-                "total": fwd["encoder"] + 3.0 * trained_fwd}
+        return {"encoder": fwd["encoder"], "trained_forward": trained_fwd, "total": fwd["encoder"] + 3.0 * trained_fwd}
 
 
 def peak_bf16_flops(device_name: str) -> float | None:

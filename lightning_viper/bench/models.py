@@ -40,11 +40,24 @@ def hybrid_2b(**overrides: Any) -> NemotronHBackbone:
     (24 Mamba-2, 4 attention at 11/24/37/50, 24 MLP), hidden 2048, Mamba-2 64 heads x 64
     (state 128, 8 groups, chunk 256), attention 16 query / 4 KV heads of 128, squared-ReLU FFN
     8192, vocabulary 131072 (untied). About 1.55B layer parameters + 0.54B embedding and head."""
-    args: dict[str, Any] = dict(pattern=HYBRID_2B_PATTERN, hidden_size=2048, intermediate_size=8192,
-                                vocab_size=131072, num_attention_heads=16, num_key_value_heads=4, head_dim=128,
-                                mamba_num_heads=64, mamba_head_dim=64, ssm_state_size=128, n_groups=8,
-                                conv_kernel=4, chunk_size=256, mlp_hidden_act="relu2", layer_norm_epsilon=1e-5,
-                                tie_word_embeddings=False)
+    args: dict[str, Any] = dict(
+        pattern=HYBRID_2B_PATTERN,
+        hidden_size=2048,
+        intermediate_size=8192,
+        vocab_size=131072,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        head_dim=128,
+        mamba_num_heads=64,
+        mamba_head_dim=64,
+        ssm_state_size=128,
+        n_groups=8,
+        conv_kernel=4,
+        chunk_size=256,
+        mlp_hidden_act="relu2",
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=False,
+    )
     args.update(overrides)
     return NemotronHBackbone(**args)
 
@@ -73,6 +86,11 @@ def strategy_stages(strategy: Strategy, backbone: Backbone) -> list[CompressionS
     if strategy == "uniform_drop":
         return [TokenDrop(first, 0.5, "uniform"), TokenDrop(second, 0.1, "uniform")]
     raise ValueError(f"unknown strategy {strategy!r}: use 'none', 'transv' or 'uniform_drop'")
+
+
+def stages_of(model: VideoLM) -> list[CompressionStage]:
+    """The model's compression stages, typed."""
+    return [s for s in model.compression if isinstance(s, CompressionStage)]
 
 
 @contextmanager
@@ -108,8 +126,16 @@ def build_model(
     runtime = dict(prefill_chunk=prefill_chunk, kernels=kernels, gradient_checkpointing=gradient_checkpointing)
     with building_on(device, torch_dtype):
         if model == "tiny":
-            encoder = SiglipEncoder(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, patch_size=8,
-                                    image_size=32, micro_batch=micro_batch, dtype=dtype)
+            encoder = SiglipEncoder(
+                hidden_size=32,
+                num_layers=2,
+                num_heads=2,
+                intermediate_size=64,
+                patch_size=8,
+                image_size=32,
+                micro_batch=micro_batch,
+                dtype=dtype,
+            )
             projector = ToMeProjector(tokens_per_frame=4, num_heads=4)
             backbone: NemotronHBackbone = tiny_hybrid(**runtime)
         elif model in ("paper", "2b"):
@@ -118,6 +144,12 @@ def build_model(
             backbone = nemotron_nano_9b_v2(**runtime) if model == "paper" else hybrid_2b(**runtime)
         else:
             raise ValueError(f"unknown model {model!r}: use 'paper', '2b' or 'tiny'")
-        lm = VideoLM(encoder, projector, backbone, strategy_stages(strategy, backbone), trainable=trainable,
-                     tokenizer=demo_tokenizer())
+        lm = VideoLM(
+            encoder,
+            projector,
+            backbone,
+            strategy_stages(strategy, backbone),
+            trainable=trainable,
+            tokenizer=demo_tokenizer(),
+        )
     return lm.to(device=device, dtype=torch_dtype)

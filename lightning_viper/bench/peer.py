@@ -41,13 +41,24 @@ def hf_config(backbone: NemotronHBackbone) -> Any:
         eos_token_id=None,
     )
     if mamba is not None:
-        kw.update(mamba_num_heads=mamba.num_heads, mamba_head_dim=mamba.head_dim, ssm_state_size=mamba.state_size,
-                  n_groups=mamba.n_groups, conv_kernel=int(mamba.conv1d.kernel_size[0]), chunk_size=mamba.chunk_size,
-                  use_bias=mamba.in_proj.bias is not None, use_conv_bias=mamba.conv1d.bias is not None,
-                  time_step_min=float(mamba.time_step_limit[0]))
+        kw.update(
+            mamba_num_heads=mamba.num_heads,
+            mamba_head_dim=mamba.head_dim,
+            ssm_state_size=mamba.state_size,
+            n_groups=mamba.n_groups,
+            conv_kernel=int(mamba.conv1d.kernel_size[0]),
+            chunk_size=mamba.chunk_size,
+            use_bias=mamba.in_proj.bias is not None,
+            use_conv_bias=mamba.conv1d.bias is not None,
+            time_step_min=float(mamba.time_step_limit[0]),
+        )
     if attn is not None:
-        kw.update(num_attention_heads=attn.num_heads, num_key_value_heads=attn.num_kv_heads, head_dim=attn.head_dim,
-                  attention_bias=attn.q_proj.bias is not None)
+        kw.update(
+            num_attention_heads=attn.num_heads,
+            num_key_value_heads=attn.num_kv_heads,
+            head_dim=attn.head_dim,
+            attention_bias=attn.q_proj.bias is not None,
+        )
     if mlp is not None:
         kw.update(intermediate_size=mlp.up_proj.out_features, mlp_bias=mlp.up_proj.bias is not None)
     return NemotronHConfig(**kw)

@@ -15,12 +15,28 @@ import torch
 from torch import Tensor
 
 from lightning_viper.batch import VideoBatch
+from lightning_viper.bench.timing import Marks
+from lightning_viper.compression.base import CompressionStage
 from lightning_viper.module import VideoLM
 from lightning_viper.sequence import SequenceState
 from lightning_viper.splice import splice
 from lightning_viper.text.tokenizer import video_token_id
 
-PROMPT_WORDS = "What happened in the video ? Describe the objects and when they appear".split()
+PROMPT_WORDS = (
+    "What",
+    "happened",
+    "in",
+    "the",
+    "video",
+    "?",
+    "Describe",
+    "the",
+    "objects",
+    "and",
+    "when",
+    "they",
+    "appear",
+)
 
 
 class FrameSource:
@@ -56,7 +72,7 @@ def prompt_ids(model: VideoLM, instruction_words: int, device: torch.device) -> 
     """(1, L) ids "User : <video> <instruction words>" and the number of tokens after the video."""
     tok = model.tokenizer
     assert tok is not None
-    words = (PROMPT_WORDS * (instruction_words // len(PROMPT_WORDS) + 1))[:instruction_words]
+    words = list(PROMPT_WORDS * (instruction_words // len(PROMPT_WORDS) + 1))[:instruction_words]
     before = tok("User :", add_special_tokens=False)["input_ids"]
     after = tok(" ".join(words), add_special_tokens=False)["input_ids"]
     ids = torch.tensor([[*before, video_token_id(tok), *after]], device=device)
@@ -70,8 +86,9 @@ def embed_prompt(model: VideoLM, vision: Tensor, ids: Tensor) -> tuple[Tensor, S
     text = model.backbone.embed(ids)  # (1, L, D)
     lengths = torch.tensor([ids.shape[1]], device=ids.device)
     per_sample = torch.tensor([vision.shape[0] * vision.shape[1]], device=ids.device)
-    hidden, state, _ = splice(text, ids, lengths, lengths, vision.flatten(0, 1).to(text.dtype), per_sample,
-                              video_token_id(model.tokenizer))
+    hidden, state, _ = splice(
+        text, ids, lengths, lengths, vision.flatten(0, 1).to(text.dtype), per_sample, video_token_id(model.tokenizer)
+    )
     return hidden, state
 
 
@@ -83,36 +100,41 @@ class PrefillResult:
 
 
 @torch.no_grad()
-def prefill(model: VideoLM, source: FrameSource, frames: int, micro_batch: int, ids: Tensor,
-            marks: object | None = None) -> PrefillResult:
+def prefill(
+    model: VideoLM, source: FrameSource, frames: int, micro_batch: int, ids: Tensor, marks: Marks | None = None
+) -> PrefillResult:
     """Frames -> first token through encoder, projector, splice, backbone (with its stages and a
     generation cache) and the LM head; marks 'embedded' and 'first_token' when given."""
     vision = encode_frames(model, source, frames, micro_batch)
     hidden, state = embed_prompt(model, vision, ids)
     del vision
     if marks is not None:
-        marks.mark("embedded")  # type: ignore[attr-defined]
+        marks.mark("embedded")
     cache = model.backbone.new_cache(1)
-    out = model.backbone(hidden, state, stages=list(model.compression), cache=cache)
+    out = model.backbone(
+        hidden, state, stages=[s for s in model.compression if isinstance(s, CompressionStage)], cache=cache
+    )
     token = model.backbone.logits(out.hidden[:, -1]).argmax(-1)  # (1,)
     if marks is not None:
-        marks.mark("first_token")  # type: ignore[attr-defined]
+        marks.mark("first_token")
     return PrefillResult(token, state.length, out.state.length)
 
 
-def training_batch(model: VideoLM, source: FrameSource, frames: int, batch_size: int, instruction_words: int,
-                   answer_words: int) -> VideoBatch:
+def training_batch(
+    model: VideoLM, source: FrameSource, frames: int, batch_size: int, instruction_words: int, answer_words: int
+) -> VideoBatch:
     """``batch_size`` samples of ``frames`` frames each, prompt + answer + eos, labels on the answer."""
     tok = model.tokenizer
     assert tok is not None
     device = source.device
     prompt, _ = prompt_ids(model, instruction_words, device)
     answer = tok(" ".join((["the", "red", "square"] * answer_words)[:answer_words]), add_special_tokens=False)[
-        "input_ids"] + [tok.eos_token_id]
+        "input_ids"
+    ] + [tok.eos_token_id]
     row = torch.cat([prompt[0], torch.tensor(answer, device=device)])  # (L,)
     ids = row.unsqueeze(0).repeat(batch_size, 1)  # (B, L)
     labels = torch.full_like(ids, -100)
-    labels[:, prompt.shape[1]:] = ids[:, prompt.shape[1]:]
+    labels[:, prompt.shape[1] :] = ids[:, prompt.shape[1] :]
     return VideoBatch(
         frames=source.batch(frames * batch_size),
         frames_per_sample=torch.full((batch_size,), frames, device=device),

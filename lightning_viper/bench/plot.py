@@ -29,8 +29,13 @@ def plot_prefill(results: dict[str, Any], path: Path) -> Path:
                     ax.plot([r["frames"]], [ax.get_ylim()[1] if ax.lines else 1], "x", color=color)
     peer = [p for p in results.get("peer", []) if p["status"] == "ok"]
     if peer:
-        lat_ax.plot([p["frames"] for p in peer], [p["hf_end_to_end_ms"] / 1000 for p in peer], "s--", color="grey",
-                    label="transformers NemotronH (none)")
+        lat_ax.plot(
+            [p["frames"] for p in peer],
+            [p["hf_end_to_end_ms"] / 1000 for p in peer],
+            "s--",
+            color="grey",
+            label="transformers NemotronH (none)",
+        )
     info = results.get("device", {})
     gpu = info.get("gpu", info.get("device", ""))
     if info.get("gpu_mem_gib"):
@@ -38,7 +43,7 @@ def plot_prefill(results: dict[str, Any], path: Path) -> Path:
     for ax, label in ((mem_ax, "peak allocated (GiB)"), (lat_ax, "prefill to first token (s)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("frames (16 tokens each)")
+        ax.set_xlabel("frames")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

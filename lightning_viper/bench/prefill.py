@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from lightning_viper.bench.flops import peak_bf16_flops
-from lightning_viper.bench.models import DType, ModelName, Strategy, build_model
+from lightning_viper.bench.flops import VideoLMShape, peak_bf16_flops
+from lightning_viper.bench.models import DType, ModelName, Strategy, build_model, stages_of
 from lightning_viper.bench.peer import hf_peer, hf_prefill
 from lightning_viper.bench.pipeline import FrameSource, embed_prompt, encode_frames, prefill, prompt_ids
 from lightning_viper.bench.shapes import model_shape, stage_specs
@@ -41,13 +41,23 @@ class Budget:
         return predicted_s < self.left()
 
 
-def _measure(model: VideoLM, source: FrameSource, frames: int, micro_batch: int, ids: torch.Tensor,
-             device: torch.device, warmup: int, repeats: int, long_run_s: float) -> dict[str, Any]:
+def _measure(
+    model: VideoLM,
+    source: FrameSource,
+    frames: int,
+    micro_batch: int,
+    ids: torch.Tensor,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    long_run_s: float,
+) -> dict[str, Any]:
     """Warm-up + timed runs at one size; a single timed run once one run exceeds ``long_run_s``."""
     for _ in range(warmup):
         prefill(model, source, frames, micro_batch, ids)
     totals, embeds, result = [], [], None
     reset_peak(device)
+    resident = torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None  # weights etc.
     for _ in range(max(1, repeats)):
         marks = Marks(device)
         marks.mark("start")
@@ -58,35 +68,70 @@ def _measure(model: VideoLM, source: FrameSource, frames: int, micro_batch: int,
         if ms["first_token"] > long_run_s * 1000:
             break
     assert result is not None
-    return {"latency_ms": median(totals), "latency_runs_ms": totals, "embed_ms": median(embeds),
-            "backbone_ms": median(totals) - median(embeds), "seq_len": result.seq_len,
-            "seq_len_final": result.seq_len_final, **peak_gib(device)}
+    return {
+        "latency_ms": median(totals),
+        "latency_runs_ms": totals,
+        "embed_ms": median(embeds),
+        "backbone_ms": median(totals) - median(embeds),
+        "seq_len": result.seq_len,
+        "seq_len_final": result.seq_len_final,
+        "resident_gib": resident,
+        **peak_gib(device),
+    }
 
 
-def _row(frames: int, strategy: str, timing: dict[str, Any], flops: dict[str, float], peak: float | None) -> dict[str, Any]:
+def _kernel_token_limit(shape: VideoLMShape, kernels: str, prefill_chunk: int | None) -> int | None:
+    """Tokens per Mamba-2 call at which mamba-ssm's chunk scan overflows int32 offsets (seen on an
+    H100 at 262k tokens x 128 heads x 80: illegal memory access, which kills the process), or None."""
+    inner = shape.backbone.mamba_heads * shape.backbone.mamba_head_dim
+    if kernels != "cuda" or inner == 0:
+        return None
+    limit = 2**31 // inner
+    return None if prefill_chunk is not None and prefill_chunk < limit else limit
+
+
+def _row(
+    frames: int, strategy: str, timing: dict[str, Any], flops: dict[str, float], peak: float | None
+) -> dict[str, Any]:
     seconds = timing["latency_ms"] / 1000.0
     achieved = flops["total"] / seconds
-    return {"frames": frames, "strategy": strategy, "status": "ok", **timing,
-            "tokens_per_s": timing["seq_len"] / seconds, "frames_per_s": frames / seconds,
-            "flops": flops, "tflops_per_s": achieved / 1e12, "mfu": None if peak is None else achieved / peak}
+    return {
+        "frames": frames,
+        "strategy": strategy,
+        "status": "ok",
+        **timing,
+        "tokens_per_s": timing["seq_len"] / seconds,
+        "frames_per_s": frames / seconds,
+        "flops": flops,
+        "tflops_per_s": achieved / 1e12,
+        "mfu": None if peak is None else achieved / peak,
+    }
 
 
 T = TypeVar("T")
 
 
-def _guarded(run: Callable[[], T]) -> tuple[T | None, str | None]:
-    """``run()``, or (None, message) on CUDA out-of-memory; memory is freed once the error is gone."""
+def _guarded(run: Callable[..., T], *args: Any) -> tuple[T | None, str | None]:
+    """``run(*args)``, or (None, message) on CUDA out-of-memory; memory is freed once the error is gone."""
     message = None
     try:
-        return run(), None
+        return run(*args), None
     except torch.cuda.OutOfMemoryError as err:
         message = str(err).splitlines()[0]
     free_memory()  # outside the except block: the traceback no longer pins the failed run's tensors
     return None, message
 
 
-def _time_peer(model: VideoLM, peer: torch.nn.Module, source: FrameSource, frames: int, micro_batch: int,
-               ids: torch.Tensor, device: torch.device, repeats: int) -> list[float]:
+def _time_peer(
+    model: VideoLM,
+    peer: torch.nn.Module,
+    source: FrameSource,
+    frames: int,
+    micro_batch: int,
+    ids: torch.Tensor,
+    device: torch.device,
+    repeats: int,
+) -> list[float]:
     hidden, _ = embed_prompt(model, encode_frames(model, source, frames, micro_batch), ids)
     hf_prefill(peer, hidden)  # warm-up
     times = []
@@ -100,9 +145,17 @@ def _time_peer(model: VideoLM, peer: torch.nn.Module, source: FrameSource, frame
     return times
 
 
-def _peer_rows(model: VideoLM, source: FrameSource, sizes: Sequence[int], micro_batch: int, ids: torch.Tensor,
-               device: torch.device, repeats: int, ours: dict[int, dict[str, Any]], budget: Budget,
-               ) -> list[dict[str, Any]]:
+def _peer_rows(
+    model: VideoLM,
+    source: FrameSource,
+    sizes: Sequence[int],
+    micro_batch: int,
+    ids: torch.Tensor,
+    device: torch.device,
+    repeats: int,
+    ours: dict[int, dict[str, Any]],
+    budget: Budget,
+) -> list[dict[str, Any]]:
     """transformers' NemotronHForCausalLM on the same input embeddings, same weights."""
     peer = hf_peer(model.backbone)  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
@@ -113,16 +166,24 @@ def _peer_rows(model: VideoLM, source: FrameSource, sizes: Sequence[int], micro_
         if not budget.fits(2.5 * mine["backbone_ms"] / 1000 * (repeats + 1)):
             rows.append({"frames": frames, "status": "skipped (time budget)"})
             continue
-        times, oom = _guarded(lambda frames=frames: _time_peer(model, peer, source, frames, micro_batch, ids, device,
-                                                               repeats))
+        times, oom = _guarded(_time_peer, model, peer, source, frames, micro_batch, ids, device, repeats)
         if times is None:
             rows.append({"frames": frames, "status": "oom", "error": oom, **peak_gib(device)})
             break
         hf_ms = median(times)
-        rows.append({"frames": frames, "status": "ok", "hf_backbone_ms": hf_ms, "hf_runs_ms": times,
-                     "ours_backbone_ms": mine["backbone_ms"], "speedup_backbone": hf_ms / mine["backbone_ms"],
-                     "hf_end_to_end_ms": mine["embed_ms"] + hf_ms,
-                     "speedup_end_to_end": (mine["embed_ms"] + hf_ms) / mine["latency_ms"], **peak_gib(device)})
+        rows.append(
+            {
+                "frames": frames,
+                "status": "ok",
+                "hf_backbone_ms": hf_ms,
+                "hf_runs_ms": times,
+                "ours_backbone_ms": mine["backbone_ms"],
+                "speedup_backbone": hf_ms / mine["backbone_ms"],
+                "hf_end_to_end_ms": mine["embed_ms"] + hf_ms,
+                "speedup_end_to_end": (mine["embed_ms"] + hf_ms) / mine["latency_ms"],
+                **peak_gib(device),
+            }
+        )
         log.info("peer %s", rows[-1])
     del peer
     return rows
@@ -140,12 +201,12 @@ def bench_prefill(
     long_run_s: float = 8.0,
     time_budget_s: float | None = None,
     peer: bool = True,
-    peer_max_frames: int = 8192,
+    peer_max_frames: int = 4096,
     kernels: KernelChoice = "auto",
     dtype: DType = "bfloat16",
     device: str | None = None,
     peak_tflops: float | None = None,
-    out_dir: str = "bench_out",
+    out_dir: str = "runs/bench",
     tag: str = "prefill",
     plot: bool = True,
     seed: int = 0,
@@ -180,19 +241,41 @@ def bench_prefill(
     sizes = sorted(frames or PAPER_FRAMES)
     names: list[Strategy] = list(strategies or ["none", "transv", "uniform_drop"])
     info = device_info(dev)
-    peak = peak_tflops * 1e12 if peak_tflops is not None else (peak_bf16_flops(info.get("gpu", "")) if dev.type == "cuda"
-                                                                else None)
+    peak = (
+        peak_tflops * 1e12
+        if peak_tflops is not None
+        else (peak_bf16_flops(info.get("gpu", "")) if dev.type == "cuda" else None)
+    )
     out = Path(out_dir)
-    results: dict[str, Any] = {"device": info, "config": {
-        "frames": sizes, "strategies": names, "model": model, "prefill_chunk": prefill_chunk,
-        "micro_batch": micro_batch, "instruction_tokens": instruction_tokens, "warmup": warmup, "repeats": repeats,
-        "long_run_s": long_run_s, "time_budget_s": time_budget_s, "kernels": kernels,
-        "kernels_resolved": resolve_kernels(kernels, dev), "dtype": dtype, "peak_flops": peak},
-        "rows": [], "peer": [], "max_frames": {}}
+    results: dict[str, Any] = {
+        "device": info,
+        "config": {
+            "frames": sizes,
+            "strategies": names,
+            "model": model,
+            "prefill_chunk": prefill_chunk,
+            "micro_batch": micro_batch,
+            "instruction_tokens": instruction_tokens,
+            "warmup": warmup,
+            "repeats": repeats,
+            "long_run_s": long_run_s,
+            "time_budget_s": time_budget_s,
+            "kernels": kernels,
+            "kernels_resolved": resolve_kernels(kernels, dev),
+            "dtype": dtype,
+            "peak_flops": peak,
+        },
+        "rows": [],
+        "peer": [],
+        "max_frames": {},
+    }
     budget = Budget(time_budget_s)
     for strategy in names:
         lm = build_model(model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels).eval()
-        shape, specs = model_shape(lm.encoder, lm.projector, lm.backbone), stage_specs(list(lm.compression))
+        shape, specs = (
+            model_shape(lm.encoder, lm.projector, lm.backbone),
+            stage_specs(stages_of(lm)),
+        )
         source = FrameSource(lm.encoder.image_size, micro_batch, dev, seed)
         ids, n_instr = prompt_ids(lm, instruction_tokens, dev)
         ours: dict[int, dict[str, Any]] = {}
@@ -200,15 +283,30 @@ def bench_prefill(
         for i, n in enumerate(sizes):
             runs = (warmup if i == 0 else 0) + repeats
             guess = 0.0 if last is None else last[1] * (n / last[0]) ** 1.2 * min(runs, 2)
-            if not budget.fits(guess):
-                results["rows"].append({"frames": n, "strategy": strategy, "status": "skipped (time budget)",
-                                        "predicted_s": guess})
+            too_long = _kernel_token_limit(shape, results["config"]["kernels_resolved"], prefill_chunk)
+            if too_long is not None and n * shape.projector.tokens_per_frame + instruction_tokens >= too_long:
+                results["rows"].append(
+                    {
+                        "frames": n,
+                        "strategy": strategy,
+                        "status": "skipped (kernel limit)",
+                        "error": f"mamba-ssm's Triton scan indexes with int32: one call must stay "
+                        f"under {too_long} tokens; set prefill_chunk",
+                    }
+                )
                 continue
-            timing, oom = _guarded(lambda n=n, i=i: _measure(lm, source, n, micro_batch, ids, dev,
-                                                             warmup if i == 0 else 0, repeats, long_run_s))
+            if not budget.fits(guess):
+                results["rows"].append(
+                    {"frames": n, "strategy": strategy, "status": "skipped (time budget)", "predicted_s": guess}
+                )
+                continue
+            timing, oom = _guarded(
+                _measure, lm, source, n, micro_batch, ids, dev, warmup if i == 0 else 0, repeats, long_run_s
+            )
             if timing is None:
-                results["rows"].append({"frames": n, "strategy": strategy, "status": "oom", "error": oom,
-                                        **peak_gib(dev)})
+                results["rows"].append(
+                    {"frames": n, "strategy": strategy, "status": "oom", "error": oom, **peak_gib(dev)}
+                )
                 log.warning("%s: out of memory at %d frames: %s", strategy, n, oom)
                 write_json(out / f"{tag}.json", results)
                 break
@@ -218,12 +316,19 @@ def bench_prefill(
             ours[n] = row
             results["max_frames"][strategy] = n
             last = (n, timing["latency_ms"] / 1000.0)
-            log.info("%s %d frames: %.1f ms, peak %s GiB, mfu %s", strategy, n, row["latency_ms"],
-                     row["peak_alloc_gib"], row["mfu"])
+            log.info(
+                "%s %d frames: %.1f ms, peak %s GiB, mfu %s",
+                strategy,
+                n,
+                row["latency_ms"],
+                row["peak_alloc_gib"],
+                row["mfu"],
+            )
             write_json(out / f"{tag}.json", results)
         if peer and strategy == "none":
-            results["peer"] = _peer_rows(lm, source, [n for n in sizes if n <= peer_max_frames], micro_batch, ids,
-                                         dev, repeats, ours, budget)
+            results["peer"] = _peer_rows(
+                lm, source, [n for n in sizes if n <= peer_max_frames], micro_batch, ids, dev, repeats, ours, budget
+            )
         del lm, source
         free_memory()
         write_json(out / f"{tag}.json", results)

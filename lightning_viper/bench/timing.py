@@ -43,6 +43,16 @@ class Marks:
             out[name] = first.elapsed_time(point) if self.cuda else (point - first) * 1000.0
         return out
 
+    def intervals(self) -> list[tuple[str, float]]:
+        """(name, milliseconds since the previous mark) for every mark after the first, in order
+        (names may repeat, e.g. one per layer)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+        out = []
+        for (_, before), (name, after) in zip(self.points, self.points[1:], strict=False):
+            out.append((name, before.elapsed_time(after) if self.cuda else (after - before) * 1000.0))
+        return out
+
 
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
@@ -54,8 +64,10 @@ def peak_gib(device: torch.device) -> dict[str, float | None]:
     """Peak allocated / reserved GiB since :func:`reset_peak` (None on CPU)."""
     if device.type != "cuda":
         return {"peak_alloc_gib": None, "peak_reserved_gib": None}
-    return {"peak_alloc_gib": torch.cuda.max_memory_allocated() / 2**30,
-            "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30}
+    return {
+        "peak_alloc_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
+    }
 
 
 def free_memory() -> None:
@@ -72,8 +84,13 @@ def device_info(device: torch.device) -> dict[str, Any]:
     """What ran the benchmark: GPU name/memory/driver (nvidia-smi when present) and versions."""
     import transformers
 
-    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "transformers": transformers.__version__,
-                            "python": platform.python_version(), "date_utc": datetime.now(UTC).isoformat()}
+    info: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "date_utc": datetime.now(UTC).isoformat(),
+    }
     try:
         import mamba_ssm
 
@@ -82,11 +99,24 @@ def device_info(device: torch.device) -> dict[str, Any]:
         info["mamba_ssm"] = None
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_mem_gib=props.total_memory / 2**30, sm_count=props.multi_processor_count,
-                    cuda=torch.version.cuda)
+        info.update(
+            gpu=props.name,
+            gpu_mem_gib=props.total_memory / 2**30,
+            sm_count=props.multi_processor_count,
+            cuda=torch.version.cuda,
+        )
         try:
-            smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
+            smi = subprocess.run(
+                [
+                    "nvidia-smi",
+                    "--query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit",
+                    "--format=csv,noheader",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            )
             info["nvidia_smi"] = smi.stdout.strip()
         except (OSError, subprocess.SubprocessError) as err:
             info["nvidia_smi"] = f"unavailable: {err}"

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lightning_viper.bench.flops import peak_bf16_flops
-from lightning_viper.bench.models import DType, ModelName, Strategy, build_model
+from lightning_viper.bench.models import DType, ModelName, Strategy, build_model, stages_of
 from lightning_viper.bench.pipeline import FrameSource, prompt_ids, training_batch
 from lightning_viper.bench.prefill import _device, _guarded
 from lightning_viper.bench.shapes import model_shape, stage_specs
@@ -29,9 +29,11 @@ def _optimizer(model: VideoLM, device: torch.device) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01, fused=device.type == "cuda")
 
 
-def _steps(model: VideoLM, batch: Any, opt: torch.optim.Optimizer, device: torch.device, warmup: int,
-           repeats: int) -> dict[str, Any]:
+def _steps(
+    model: VideoLM, batch: Any, opt: torch.optim.Optimizer, device: torch.device, warmup: int, repeats: int
+) -> dict[str, Any]:
     """Untimed warm-up steps, then timed ones; returns the median step time and peak memory."""
+
     def step(marks: Marks | None) -> float:
         loss, _ = model(batch)
         if marks is not None:
@@ -53,8 +55,13 @@ def _steps(model: VideoLM, batch: Any, opt: torch.optim.Optimizer, device: torch
         ms = marks.elapsed_ms()
         times.append(ms["step"])
         forwards.append(ms["forward"])
-    return {"step_ms": median(times), "step_runs_ms": times, "forward_ms": median(forwards), "loss": losses[-1],
-            **peak_gib(device)}
+    return {
+        "step_ms": median(times),
+        "step_runs_ms": times,
+        "forward_ms": median(forwards),
+        "loss": losses[-1],
+        **peak_gib(device),
+    }
 
 
 def bench_train(
@@ -72,7 +79,7 @@ def bench_train(
     dtype: DType = "bfloat16",
     device: str | None = None,
     peak_tflops: float | None = None,
-    out_dir: str = "bench_out",
+    out_dir: str = "runs/bench",
     tag: str = "train",
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -94,19 +101,40 @@ def bench_train(
     torch.manual_seed(seed)
     dev = _device(device)
     info = device_info(dev)
-    peak = peak_tflops * 1e12 if peak_tflops is not None else (peak_bf16_flops(info.get("gpu", "")) if dev.type == "cuda"
-                                                                else None)
+    peak = (
+        peak_tflops * 1e12
+        if peak_tflops is not None
+        else (peak_bf16_flops(info.get("gpu", "")) if dev.type == "cuda" else None)
+    )
     settings = checkpointing if checkpointing is not None else [False, True]
-    results: dict[str, Any] = {"device": info, "config": {
-        "frames": frames, "batch_size": batch_size, "model": model, "strategy": strategy, "micro_batch": micro_batch,
-        "instruction_tokens": instruction_tokens, "answer_tokens": answer_tokens, "warmup": warmup,
-        "repeats": repeats, "kernels": kernels, "kernels_resolved": resolve_kernels(kernels, dev), "dtype": dtype,
-        "peak_flops": peak}, "rows": []}
+    results: dict[str, Any] = {
+        "device": info,
+        "config": {
+            "frames": frames,
+            "batch_size": batch_size,
+            "model": model,
+            "strategy": strategy,
+            "micro_batch": micro_batch,
+            "instruction_tokens": instruction_tokens,
+            "answer_tokens": answer_tokens,
+            "warmup": warmup,
+            "repeats": repeats,
+            "kernels": kernels,
+            "kernels_resolved": resolve_kernels(kernels, dev),
+            "dtype": dtype,
+            "peak_flops": peak,
+        },
+        "rows": [],
+    }
     out = Path(out_dir) / f"{tag}.json"
-    lm = build_model(model, strategy, dev, dtype, micro_batch, None, kernels,
-                     trainable=["projector", "backbone", "compression"])
+    lm = build_model(
+        model, strategy, dev, dtype, micro_batch, None, kernels, trainable=["projector", "backbone", "compression"]
+    )
     lm.train()
-    shape, specs = model_shape(lm.encoder, lm.projector, lm.backbone), stage_specs(list(lm.compression))
+    shape, specs = (
+        model_shape(lm.encoder, lm.projector, lm.backbone),
+        stage_specs(stages_of(lm)),
+    )
     source = FrameSource(lm.encoder.image_size, min(frames, micro_batch), dev, seed)
     batch = training_batch(lm, source, frames, batch_size, instruction_tokens, answer_tokens)
     n_instr = prompt_ids(lm, instruction_tokens, dev)[1]
@@ -115,7 +143,7 @@ def bench_train(
     for ckpt in settings:
         lm.backbone.gradient_checkpointing = ckpt  # type: ignore[assignment]
         opt = _optimizer(lm, dev)
-        timing, oom = _guarded(lambda opt=opt: _steps(lm, batch, opt, dev, warmup, repeats))
+        timing, oom = _guarded(_steps, lm, batch, opt, dev, warmup, repeats)
         del opt
         if timing is None:
             results["rows"].append({"gradient_checkpointing": ckpt, "status": "oom", "error": oom, **peak_gib(dev)})
@@ -127,13 +155,26 @@ def bench_train(
         per_sample = shape.train_flops(frames, text, n_instr, answer, specs)
         total = batch_size * per_sample["total"]
         seconds = timing["step_ms"] / 1000
-        row = {"gradient_checkpointing": ckpt, "status": "ok", **timing, "seq_len": seq,
-               "tokens_per_s": batch_size * seq / seconds, "frames_per_s": batch_size * frames / seconds,
-               "flops": {k: batch_size * v for k, v in per_sample.items()}, "tflops_per_s": total / seconds / 1e12,
-               "mfu": None if peak is None else total / seconds / peak}
+        row = {
+            "gradient_checkpointing": ckpt,
+            "status": "ok",
+            **timing,
+            "seq_len": seq,
+            "tokens_per_s": batch_size * seq / seconds,
+            "frames_per_s": batch_size * frames / seconds,
+            "flops": {k: batch_size * v for k, v in per_sample.items()},
+            "tflops_per_s": total / seconds / 1e12,
+            "mfu": None if peak is None else total / seconds / peak,
+        }
         results["rows"].append(row)
-        log.info("train ckpt=%s: %.1f ms/step, %.0f tok/s, mfu %s, peak %s GiB", ckpt, row["step_ms"],
-                 row["tokens_per_s"], row["mfu"], row["peak_alloc_gib"])
+        log.info(
+            "train ckpt=%s: %.1f ms/step, %.0f tok/s, mfu %s, peak %s GiB",
+            ckpt,
+            row["step_ms"],
+            row["tokens_per_s"],
+            row["mfu"],
+            row["peak_alloc_gib"],
+        )
         write_json(out, results)
         free_memory()
     del lm, batch, source

@@ -39,11 +39,11 @@ class TrackedConfig(SaveConfigCallback):
         recipe = recipe_name(self.config)
         strategy = pl_module.strategy_name() if isinstance(pl_module, VideoLM) else "n/a"
         for logger in loggers:
-            tags = {"recipe": recipe, "strategy": strategy, "stage": stage}
+            tags = {"recipe": recipe, "strategy": strategy, "stage": str(getattr(stage, "value", stage))}
             if not logger.explicit_run_name:
                 tags["mlflow.runName"] = f"{recipe}-{strategy}"
             logger.set_tags(tags)
-            path = Path(trainer.default_root_dir) / f"config-{stage}.yaml"
+            path = Path(trainer.default_root_dir) / f"config-{getattr(stage, 'value', stage)}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(config_text)
             logger.log_file(path)

@@ -27,17 +27,28 @@ def score_vs_tokens(rows: Sequence[Row], out: Path) -> Path | None:
     if not scores:
         return None
     many_frames = len({r.frames for r in rows}) > 1
+    colors = {v: f"C{i % 10}" for i, v in enumerate(dict.fromkeys(r.variant for r in rows))}
+    kept = [r.values["kept"][0] for r in rows if "kept" in r.values]
+    log_x = min(kept) > 0 and max(kept) / min(kept) > 20  # fractions spanning decades
     fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 4), squeeze=False)
     for ax, (key, title) in zip(axes[0], scores, strict=True):
-        for r in rows:
-            if key in r.values and "kept" in r.values:
-                x, y = r.values["kept"][0], r.values[key][0]
-                ax.scatter([x], [y])
-                ax.annotate(f"{r.variant}@{r.frames}" if many_frames else r.variant, (x, y), fontsize=8)
-        ax.set_xlabel("vision tokens kept (fraction)")
+        for variant, color in colors.items():
+            points = [(r.values["kept"][0], r.values[key][0], r.frames) for r in rows
+                      if r.variant == variant and key in r.values and "kept" in r.values]  # fmt: skip
+            if not points:
+                continue
+            ax.scatter([p[0] for p in points], [p[1] for p in points], color=color, label=variant)
+            if many_frames:
+                for x, y, frames in points:
+                    ax.annotate(f"{frames}f", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("vision tokens kept (fraction" + (", log scale)" if log_x else ")"))
         ax.set_ylabel(title)
-        ax.set_xlim(left=0)
+        if log_x:
+            ax.set_xscale("log")
+        else:
+            ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

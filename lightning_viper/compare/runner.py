@@ -22,7 +22,9 @@ class CompareError(RuntimeError):
     """Some runs of a comparison failed; the report still holds the ones that finished."""
 
 
-def compare(config: str, overrides: list[str] | None = None, output: str | None = None, dry_run: bool = False) -> Path:
+def compare(
+    comparison: str, overrides: list[str] | None = None, output: str | None = None, dry_run: bool = False
+) -> Path:
     """Run every strategy x seed x frames of a comparison file and write its report.
 
     Each run is ``lightning fit`` then ``lightning test --ckpt_path last`` in a subprocess, one
@@ -32,7 +34,8 @@ def compare(config: str, overrides: list[str] | None = None, output: str | None 
     written to ``output`` and logged to a summary run that is the parent of the comparison's runs.
 
     Args:
-        config: the comparison YAML (see :mod:`lightning_viper.compare.spec`).
+        comparison: the comparison YAML (see :mod:`lightning_viper.compare.spec`). (Not named
+            ``config``: jsonargparse reserves that name for its own ``--config`` option.)
         overrides: extra dotted CLI args for every run, e.g. ``["--trainer.max_steps=5"]``
             (on the command line: ``--overrides='["--trainer.max_steps=5"]'``).
         output: report folder; default ``reports/<name>/``. Run folders go to ``<output>/runs/``.
@@ -44,8 +47,8 @@ def compare(config: str, overrides: list[str] | None = None, output: str | None 
     Raises:
         CompareError: after writing the report, if any run failed (the message names the logs).
     """
-    spec = load_spec(config)
-    out_dir = Path(output) if output else Path("reports") / spec.name
+    spec = load_spec(comparison)
+    out_dir = (Path(output) if output else Path("reports") / spec.name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = list(overrides or [])
     variants = spec.variants()

@@ -59,8 +59,10 @@ class VideoCollator:
             input_ids[b, :n] = torch.tensor(prompt + target)
             labels[b, len(prompt) : n] = torch.tensor(target)
             attention_mask[b, :n] = True
+        # one sample (long videos): no copy; several: one packed copy (channels-last kept)
+        frames = samples[0].frames if bsz == 1 else torch.cat([s.frames for s in samples])  # (F_total, 3, S, S)
         return VideoBatch(
-            frames=torch.cat([s.frames for s in samples]),  # (F_total, 3, S, S)
+            frames=frames,
             frames_per_sample=torch.tensor([s.frames.shape[0] for s in samples], dtype=torch.long),  # (B,)
             input_ids=input_ids,
             attention_mask=attention_mask,

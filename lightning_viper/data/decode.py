@@ -145,16 +145,19 @@ def decode_video(
         t1 = duration if end is None else min(end, duration) if duration > 0 else end
         t0 = min(t0, t1) if duration > 0 else t0
         targets = sample_times(t0, t1, fps=fps, num_frames=num_frames, max_frames=max_frames)
-        picked, num_decoded = _pick_frames(container, stream, tb, start_pts, targets, image_size, seek_threshold_s)
+        picked, times, num_decoded = _pick_frames(
+            container, stream, tb, start_pts, targets, image_size, seek_threshold_s
+        )
     except (av.FFmpegError, EOFError) as exn:
         raise DecodeError(f"corrupt or truncated video: {exn}") from exn
     finally:
         container.close()
-    arrays = [a for a, _ in picked]
-    frames = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (F, 3, S, S), channels-last memory
-    stamps = torch.tensor([t for _, t in picked], dtype=torch.float32)  # (F,)
+    frames = torch.from_numpy(picked).permute(0, 3, 1, 2)  # (F, 3, S, S), channels-last memory
+    stamps = torch.tensor(times, dtype=torch.float32)  # (F,)
     window = max(t1 - t0, 1e-6)
-    return DecodedVideo(frames=frames, timestamps=stamps, duration=float(duration), fps=len(picked) / window, num_decoded=num_decoded)
+    return DecodedVideo(
+        frames=frames, timestamps=stamps, duration=float(duration), fps=len(times) / window, num_decoded=num_decoded
+    )
 
 
 def _pick_frames(
@@ -165,12 +168,16 @@ def _pick_frames(
     targets: list[float],
     image_size: int,
     seek_threshold_s: float,
-) -> tuple[list[tuple[np.ndarray, float]], int]:
-    """For each target time the last frame with time <= target (the first frame if none); and the
-    number of frames decoded."""
-    out: list[tuple[np.ndarray, float]] = []
+) -> tuple[np.ndarray, list[float], int]:
+    """For each target time the last frame with time <= target (the first frame if none).
+
+    Returns frames (F, S, S, 3) uint8, their times (s) and the number of frames decoded. Frames are
+    converted straight into one preallocated array: keeping per-frame arrays alive would defeat
+    FFmpeg's buffer pool and cost a fresh allocation (page faults) per frame."""
+    out = np.empty((len(targets), image_size, image_size, 3), dtype=np.uint8)  # (F, S, S, 3)
+    times: list[float] = []
     reformatter = VideoReformatter()
-    last_taken: list[Any] = [None, None]  # [frame, (array, t)]: reused when a frame serves several targets
+    last_taken: list[Any] = [None, -1]  # [frame, slot]: a frame serving several targets is converted once
     prev: Any = None
     prev_t = -math.inf
     keyframe_gap = 0.0  # largest keyframe interval seen so far (s)
@@ -180,15 +187,24 @@ def _pick_frames(
     decoded = 0
 
     def take(frame: Any, t: float) -> None:
-        if last_taken[0] is not frame:
-            last_taken[0], last_taken[1] = frame, (_to_array(frame, image_size, reformatter), t)
-        out.append(last_taken[1])
+        k = len(times)
+        if last_taken[0] is frame:
+            out[k] = out[last_taken[1]]
+        else:
+            out[k] = _to_array(frame, image_size, reformatter)
+            last_taken[0], last_taken[1] = frame, k
+        times.append(t)
 
-    def seek_to(t: float) -> None:
-        container.seek(int(t / tb) + start_pts, stream=stream, backward=True, any_frame=False)
+    sought = -1  # index of the last target sought: at most one seek per target, so no loop
+    landing: float | None = None  # target of a seek whose first frame is not seen yet
+
+    def seek_to(index: int) -> None:
+        nonlocal sought, landing, last_key_t
+        container.seek(int(targets[index] / tb) + start_pts, stream=stream, backward=True, any_frame=False)
+        sought, landing, last_key_t = index, targets[index], None
 
     if targets[0] > seek_threshold_s:
-        seek_to(targets[0])
+        seek_to(0)
     while i < len(targets):
         restarted = False
         for frame in container.decode(stream):
@@ -199,6 +215,8 @@ def _pick_frames(
                 rate = float(stream.average_rate or 1)
                 t = last_t + 1.0 / rate
             last_t = t
+            if landing is not None:  # a seek landing far before its target reveals sparse keyframes
+                keyframe_gap, landing = max(keyframe_gap, landing - t), None
             if frame.key_frame:
                 if last_key_t is not None and t > last_key_t:
                     keyframe_gap = max(keyframe_gap, t - last_key_t)
@@ -209,9 +227,8 @@ def _pick_frames(
             if i >= len(targets):
                 break
             prev, prev_t = frame, t
-            if targets[i] - t > max(seek_threshold_s, 2.0 * keyframe_gap):
-                seek_to(targets[i])
-                last_key_t = None  # the next keyframe gap is measured after the jump
+            if i > sought and targets[i] - t > max(seek_threshold_s, 2.0 * keyframe_gap):
+                seek_to(i)
                 restarted = True
                 break
         if not restarted:
@@ -221,7 +238,7 @@ def _pick_frames(
     while i < len(targets):  # targets past the last frame: the last frame is still on screen
         take(prev, prev_t)
         i += 1
-    return out, decoded
+    return out, times, decoded
 
 
 def decode_image(source: bytes | str | Path, *, image_size: int) -> DecodedVideo:

@@ -196,5 +196,7 @@ def pack(
         "resumed_shards": sum(1 for r in ordered if r.get("resumed")),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("packed %d samples into %d shards (%d skipped)", summary["num_written"], len(summary["shards"]), len(skipped))
+    log.info(
+        "packed %d samples into %d shards (%d skipped)", summary["num_written"], len(summary["shards"]), len(skipped)
+    )
     return summary

@@ -158,6 +158,7 @@ class SampleDecoder:
             "fps": video.fps,
             "timestamps": [round(float(t), 4) for t in video.timestamps],
             "source": ann.get("source"),
+            "padding": False,
         }
         prompt_text = format_question(ann, num_frames, duration, self.grounding_context)
         return Sample(key, video.frames, video.timestamps.to(torch.float32), prompt_text, ann["answer"], meta)

@@ -11,15 +11,16 @@ import glob
 import logging
 import os
 import random
+import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import braceexpand
 import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
-from webdataset.tariterators import tarfile_samples
+from webdataset.gopen import gopen
 
 from lightning_viper.data.sample import BadSample, Sample
 
@@ -63,7 +64,7 @@ def _worker() -> tuple[int, int]:
 
 @dataclass
 class SkipCounter:
-    """Counts skipped samples in one process; also the WebDataset exception handler for tar errors."""
+    """Counts skipped samples in one process (a reader's count rides on its next good sample)."""
 
     pending: int = 0
 
@@ -71,17 +72,59 @@ class SkipCounter:
         self.pending += 1
         log.warning("skipping sample %s in %s: %s", key, url, reason)
 
-    def __call__(self, exn: Exception) -> bool:  # webdataset handler: count, warn, continue
-        self.skip("?", "?", f"{type(exn).__name__}: {exn}")
-        return True
-
     def attach(self, sample: Sample) -> Sample:
         sample.skipped, self.pending = self.pending, 0
         return sample
 
 
+def _has_end_marker(url: str) -> bool:
+    """A complete tar ends with zero blocks; a local file cut at a block boundary does not."""
+    if "://" in url or url.startswith("pipe:") or not os.path.isfile(url):
+        return True  # streams: cannot look at the end cheaply
+    size = os.path.getsize(url)
+    if size < 1024 or size % 512:
+        return False
+    with open(url, "rb") as f:
+        f.seek(size - 1024)
+        return f.read() == bytes(1024)
+
+
+def shard_samples(url: str, counter: SkipCounter) -> Iterator[dict[str, Any]]:
+    """Samples of one tar shard as ``{"__key__", "__url__", ext: bytes, ...}``.
+
+    Members are grouped by key (the base name up to its first dot; the rest, lower-cased, is the
+    extension). A truncated or corrupt tar ends the shard and counts one skip (the sample being
+    read when it broke is dropped).
+    """
+    current: dict[str, Any] | None = None
+    try:
+        with gopen(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for info in tar:
+                if not info.isreg() or info.name.startswith("__") or "." not in os.path.basename(info.name):
+                    continue
+                dirname, base = os.path.split(info.name)
+                stem, ext = base.split(".", 1)
+                key = os.path.join(dirname, stem)
+                member = tar.extractfile(info)
+                data = member.read() if member is not None else b""
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": url}
+                current[ext.lower()] = data
+    except (tarfile.TarError, OSError, EOFError) as exn:
+        counter.skip(str(current["__key__"]) if current else "?", url, f"truncated or corrupt tar: {exn}")
+        return
+    if current is not None:
+        yield current
+    if not _has_end_marker(url):
+        counter.skip("?", url, "truncated tar: no end-of-archive blocks (samples after the cut are lost)")
+
+
 def _raw_samples(urls: Sequence[str], counter: SkipCounter) -> Iterator[dict[str, Any]]:
-    yield from tarfile_samples([{"url": u} for u in urls], handler=counter)
+    for url in urls:
+        yield from shard_samples(url, counter)
 
 
 def _decoded(raw: Iterator[dict[str, Any]], decode: Callable[[dict[str, Any]], Sample], counter: SkipCounter):
@@ -101,6 +144,11 @@ class EvalStream(IterableDataset):
     (``shards[slot::slots]``); with fewer, every reader reads all shards and keeps sample ``i`` when
     ``i % slots == slot``. Either way the readers' samples partition the data set.
     ``rank``/``world_size`` default to :func:`rank_and_world` at iteration time.
+
+    With ``pad=True`` every reader yields the same number of samples (the largest reader's count
+    of tar samples, from a header scan of local shards): short readers repeat their first sample
+    with ``meta["padding"] = True``. Ranks then run the same number of batches, which strategies
+    with per-step collectives (FSDP) need; metrics must skip padded samples.
     """
 
     def __init__(
@@ -109,8 +157,20 @@ class EvalStream(IterableDataset):
         decode: Callable[[dict[str, Any]], Sample],
         rank: int | None = None,
         world_size: int | None = None,
+        pad: bool = False,
     ) -> None:
         self.urls, self.decode, self.rank, self.world_size = list(urls), decode, rank, world_size
+        self.pad = pad
+
+    def _target(self, slots: int) -> int | None:
+        """Samples every reader must yield when padding (None: counts unknown for remote shards)."""
+        if any("://" in u or u.startswith("pipe:") for u in self.urls):
+            log.warning("cannot count samples of remote shards: eval readers are not padded to equal length")
+            return None
+        counts = [count_samples(u) for u in self.urls]
+        if len(self.urls) >= slots:
+            return max(sum(counts[s::slots]) for s in range(slots))
+        return -(-sum(counts) // slots)
 
     def __iter__(self) -> Iterator[Sample]:
         rank, world = rank_and_world() if self.rank is None else (self.rank, self.world_size or 1)
@@ -118,10 +178,42 @@ class EvalStream(IterableDataset):
         slots, slot = world * workers, rank * workers + worker
         counter = SkipCounter()
         if len(self.urls) >= slots:
-            yield from _decoded(_raw_samples(self.urls[slot::slots], counter), self.decode, counter)
+            samples = _decoded(_raw_samples(self.urls[slot::slots], counter), self.decode, counter)
+        else:
+            mine = (r for i, r in enumerate(_raw_samples(self.urls, counter)) if i % slots == slot)
+            samples = _decoded(mine, self.decode, counter)
+        target = self._target(slots) if self.pad and slots > 1 else None
+        if target is None:
+            yield from samples
             return
-        mine = (r for i, r in enumerate(_raw_samples(self.urls, counter)) if i % slots == slot)
-        yield from _decoded(mine, self.decode, counter)
+        first, yielded = None, 0
+        for sample in samples:
+            if first is None:
+                first = sample
+            yielded += 1
+            yield sample
+        if yielded < target and first is None:  # nothing usable here: borrow the data set's first sample
+            first = next(_decoded(_raw_samples(self.urls, SkipCounter()), self.decode, SkipCounter()), None)
+            if first is None:
+                raise RuntimeError(f"no decodable sample in the eval shards {self.urls[:3]}...: cannot pad")
+        for _ in range(target - yielded):
+            assert first is not None
+            yield replace(first, meta={**first.meta, "padding": True}, skipped=0)
+
+
+def count_samples(url: str) -> int:
+    """Number of samples (distinct keys) in a local tar shard, from its headers only (a truncated
+    tar counts the samples before the cut)."""
+    keys = set()
+    try:
+        with tarfile.open(url, "r:*") as tar:
+            for info in tar:
+                if info.isreg() and "." in os.path.basename(info.name) and not info.name.startswith("__"):
+                    dirname, base = os.path.split(info.name)
+                    keys.add(os.path.join(dirname, base.split(".", 1)[0]))
+    except (tarfile.TarError, OSError, EOFError) as exn:
+        log.warning("counting samples of %s stopped early: %s", url, exn)
+    return len(keys)
 
 
 class TrainStream(IterableDataset):

@@ -48,8 +48,10 @@ class PlainTemplate:
 class NemotronTemplate:
     """Nemotron-H style turns: ``<SPECIAL_10>System ... <SPECIAL_11>User ... <SPECIAL_11>Assistant``.
 
-    The role markers and eos default to the Nemotron-H chat format; override them for a base
-    checkpoint whose tokenizer uses different markers.
+    The role markers and eos default to the Nemotron-H chat format
+    (``<SPECIAL_10>System\n...\n<SPECIAL_11>User\n...\n<SPECIAL_11>Assistant\n``); Nemotron Nano v2
+    answers without reasoning after ``assistant_prefix="<think></think>"``. Override the markers for
+    a checkpoint whose tokenizer uses others.
     """
 
     def __init__(
@@ -58,14 +60,16 @@ class NemotronTemplate:
         turn_start: str = "<SPECIAL_10>",
         turn_sep: str = "<SPECIAL_11>",
         eos: str = "<SPECIAL_12>",
+        assistant_prefix: str = "",
     ) -> None:
         self.system, self.turn_start, self.turn_sep, self.eos = system, turn_start, turn_sep, eos
+        self.assistant_prefix = assistant_prefix
 
     def prompt(self, question: str) -> str:
         return (
             f"{self.turn_start}System\n{self.system}\n"
             f"{self.turn_sep}User\n{VIDEO_TOKEN}\n{_check_question(question)}\n"
-            f"{self.turn_sep}Assistant\n"
+            f"{self.turn_sep}Assistant\n{self.assistant_prefix}"
         )
 
     def answer(self, text: str) -> str:

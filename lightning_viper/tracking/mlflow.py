@@ -51,6 +51,20 @@ class MLflowLogger(MLFlowLogger):
             run_id=run_id,
         )
 
+    def log_hyperparams(self, params: Any) -> None:
+        """Log params; when continuing a run (test or resume), keep the values the run already
+        holds (MLflow forbids changing a param) and log a warning for each one that differs."""
+        from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+
+        flat = _flatten_dict(_convert_params(params))
+        existing = self.experiment.get_run(self.run_id).data.params
+        changed = {k: (existing[k], str(v)) for k, v in flat.items() if k in existing and existing[k] != str(v)[:6000]}
+        for key, (old, new) in changed.items():
+            log.warning("param %s is %s in this run; keeping it (this session has %s)", key, old, new)
+        fresh = {k: v for k, v in flat.items() if k not in existing}
+        if fresh:
+            super().log_hyperparams(fresh)
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.experiment.set_tag(self.run_id, key, str(value))

@@ -21,9 +21,20 @@ from lightning_viper.encoders.siglip import SiglipEncoder
 from lightning_viper.projectors.tome import ToMeProjector
 from lightning_viper.sequence import SequenceState, TokenKind
 
-TINY = dict(hidden_size=32, vocab_size=50, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-            mamba_num_heads=4, mamba_head_dim=8, ssm_state_size=8, n_groups=2, conv_kernel=4, chunk_size=4,
-            intermediate_size=48)
+TINY = dict(
+    hidden_size=32,
+    vocab_size=50,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    mamba_num_heads=4,
+    mamba_head_dim=8,
+    ssm_state_size=8,
+    n_groups=2,
+    conv_kernel=4,
+    chunk_size=4,
+    intermediate_size=48,
+)
 
 
 def counted(fn) -> int:  # type: ignore[no-untyped-def]
@@ -34,9 +45,15 @@ def counted(fn) -> int:  # type: ignore[no-untyped-def]
 
 def text_state(t: int) -> SequenceState:
     ones = torch.ones(1, t, dtype=torch.bool)
-    return SequenceState(mask=ones, kind=torch.full((1, t), int(TokenKind.TEXT)), segment=torch.zeros(1, t).long(),
-                         position=torch.arange(t)[None], origin=torch.arange(t)[None],
-                         segment_row=torch.zeros(1).long(), num_vision_orig=torch.zeros(1).long())
+    return SequenceState(
+        mask=ones,
+        kind=torch.full((1, t), int(TokenKind.TEXT)),
+        segment=torch.zeros(1, t).long(),
+        position=torch.arange(t)[None],
+        origin=torch.arange(t)[None],
+        segment_row=torch.zeros(1).long(),
+        num_vision_orig=torch.zeros(1).long(),
+    )
 
 
 def test_encoder_matches_flop_counter() -> None:
@@ -77,8 +94,9 @@ def test_dense_layers_match_flop_counter() -> None:
     attn_model = NemotronHBackbone(pattern="*", kernels="torch", **TINY).eval()
     proj = [m for m in attn_model.modules() if isinstance(m, torch.nn.Linear) and m is not attn_model.lm_head]
     x = torch.randn(1, t, 32)
-    dense = sum(counted(lambda lin=lin: lin(x if lin.in_features == 32 else torch.randn(1, t, lin.in_features)))
-                for lin in proj)
+    dense = sum(
+        counted(lambda lin=lin: lin(x if lin.in_features == 32 else torch.randn(1, t, lin.in_features))) for lin in proj
+    )
     assert dense == backbone_shape(attn_model).attention_proj_flops(t)
 
 
@@ -105,10 +123,12 @@ def test_attention_and_ssd_against_hand_count() -> None:
 def test_stages_change_tokens_per_layer_and_add_their_work() -> None:
     stages = [StageSpec(1, 0.5, transfer=True), StageSpec(3, 0.1, attention=True)]
     assert tokens_per_layer(5, 100, 7, stages) == [107, 57, 57, 17, 17]
-    bshape = BackboneShape(hidden=16, layer_kinds=("mlp",) * 5, vocab=10, intermediate=32, q_heads=2, kv_heads=1,
-                           head_dim=8)
-    shape = VideoLMShape(encoder=encoder_shape(SiglipEncoder()),
-                         projector=ProjectorShape(32, 16, 16, 4, tome=False), backbone=bshape)
+    bshape = BackboneShape(
+        hidden=16, layer_kinds=("mlp",) * 5, vocab=10, intermediate=32, q_heads=2, kv_heads=1, head_dim=8
+    )
+    shape = VideoLMShape(
+        encoder=encoder_shape(SiglipEncoder()), projector=ProjectorShape(32, 16, 16, 4, tome=False), backbone=bshape
+    )
     plain = shape.prefill_flops(25, 7, 5)
     flops = shape.prefill_flops(25, 7, 5, stages)
     assert flops["backbone"] == bshape.forward_flops([107, 57, 57, 17, 17])
@@ -133,3 +153,26 @@ def test_peak_table() -> None:
     assert peak_bf16_flops("NVIDIA H200") == pytest.approx(989.4e12)
     assert peak_bf16_flops("NVIDIA H100 PCIe") == pytest.approx(756e12)
     assert peak_bf16_flops("cpu") is None
+
+
+def test_kernel_token_limit_of_the_paper_backbone() -> None:
+    from lightning_viper.bench.prefill import _kernel_token_limit
+
+    bshape = BackboneShape(
+        hidden=4480,
+        layer_kinds=("mamba",),
+        vocab=8,
+        intermediate=8,
+        q_heads=40,
+        kv_heads=8,
+        head_dim=128,
+        mamba_heads=128,
+        mamba_head_dim=80,
+        state=128,
+        groups=8,
+    )
+    shape = VideoLMShape(encoder_shape(SiglipEncoder()), ProjectorShape(32, 4480, 16, 4, tome=False), bshape)
+    limit = _kernel_token_limit(shape, "cuda", None)
+    assert limit == 2**31 // 10240 == 209715  # 8192 frames x 16 tokens fit, 16384 do not
+    assert _kernel_token_limit(shape, "cuda", 32768) is None  # chunks stay under it
+    assert _kernel_token_limit(shape, "torch", None) is None

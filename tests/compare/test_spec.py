@@ -40,7 +40,11 @@ def test_patch_isolates_each_run(spec_file: Path, tmp_path: Path) -> None:
         "owner": "me", "compare": "tiny", "variant": "transv", "seed": "1", "frames": "8", "mlflow.parentRunId": "p123",
     }  # fmt: skip
     ckpt, lr_monitor = patch["trainer"]["callbacks"]
-    assert ckpt["init_args"] == {"dirpath": str(tmp_path / "run" / "checkpoints"), "monitor": "val/loss", "save_last": True}
+    assert ckpt["init_args"] == {
+        "dirpath": str(tmp_path / "run" / "checkpoints"),
+        "monitor": "val/loss",
+        "save_last": True,
+    }
     assert lr_monitor["class_path"].endswith("LearningRateMonitor")
     assert patch["trainer"]["default_root_dir"] == str(tmp_path / "run")
 
@@ -67,7 +71,7 @@ def test_dry_run_writes_patches_and_commands(spec_file: Path, tmp_path: Path) ->
 def test_errors_name_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: nowhere.yaml\nstrategies: [{name: a}]\n")
-    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.yaml"):
         load_spec(bad)
     (tmp_path / "base.yaml").write_text("{}\n")
     bad.write_text("base: base.yaml\nstrategies: [{name: a}, {name: a}]\n")
@@ -100,7 +104,9 @@ def test_demo_comparison_parses_through_the_cli(tmp_path: Path) -> None:
         patch.write_text(yaml.safe_dump(patch_config(spec, variant, tmp_path / variant.key, None)))
         config = parse_recipe(spec.base, "--config", str(patch), *spec.overrides)
         stages = variant.strategy.compression
-        assert [s.init_args.layer for s in config.model.init_args.compression] == [s["init_args"]["layer"] for s in stages]
+        assert [s.init_args.layer for s in config.model.init_args.compression] == [
+            s["init_args"]["layer"] for s in stages
+        ]
         assert config.data.init_args.num_frames == variant.frames
         if variant.strategy.name == "none":
             assert config.model.init_args.projector.class_path.endswith("MLPProjector")

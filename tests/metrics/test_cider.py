@@ -48,7 +48,7 @@ def _naive_cider(cands: list[str], refs: list[list[str]]) -> list[float]:
         return {g: gs.count(g) * (math.log(big_n) - math.log(max(1, doc_freq(g)))) for g in set(gs)}
 
     out = []
-    for cand, rs in zip(cands, refs):
+    for cand, rs in zip(cands, refs, strict=True):
         total = 0.0
         for r in rs:
             delta = len(cand.split()) - len(r.split())
@@ -66,7 +66,7 @@ def _naive_cider(cands: list[str], refs: list[list[str]]) -> list[float]:
 
 def test_matches_naive_implementation_on_random_corpus() -> None:
     rng = random.Random(0)
-    vocab = "a the cat dog runs sits on mat red blue big small quickly".split()
+    vocab = ["a", "the", "cat", "dog", "runs", "sits", "on", "mat", "red", "blue", "big", "small", "quickly"]
 
     def sentence() -> str:
         return " ".join(rng.choice(vocab) for _ in range(rng.randint(3, 9)))

@@ -1,0 +1,58 @@
+"""Fixtures for end-to-end CLI runs of the demo recipe on tiny data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lightning_viper.cli.main import VideoCLI
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "recipes" / "demo.yaml"
+
+
+@pytest.fixture(scope="session")
+def synth_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic-data cache for the whole session (generated on first use)."""
+    return tmp_path_factory.mktemp("synth")
+
+
+@pytest.fixture
+def demo_cli(tmp_path: Path, synth_cache: Path) -> Callable[..., VideoCLI]:
+    """Run ``lightning <subcommand>`` on the demo recipe, trimmed, with its own MLflow store."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(
+        f"""
+trainer:
+  default_root_dir: {tmp_path / "runs"}
+  logger:
+    class_path: lightning_viper.tracking.MLflowLogger
+    init_args:
+      experiment_name: demo-test
+      tracking_uri: sqlite:///{tmp_path / "mlflow.db"}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {tmp_path / "ckpt"}, save_last: true}}
+    - class_path: lightning_viper.callbacks.seen_samples.SeenSamples
+      init_args: {{directory: {tmp_path / "seen"}}}
+data:
+  init_args:
+    cache_dir: {synth_cache}
+    num_train: 16
+    num_val: 8
+    num_test: 8
+    num_frames: 8
+    batch_size: 4
+    num_workers: 0
+    samples_per_shard: 8
+"""
+    )
+
+    def run(subcommand: str, *overrides: str) -> VideoCLI:
+        args = [subcommand, "--config", str(DEMO), "--config", str(overlay), *overrides]
+        return VideoCLI(args=args)
+
+    run.tmp_path = tmp_path  # type: ignore[attr-defined]
+    return run

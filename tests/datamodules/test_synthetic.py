@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from datamodules.synthetic import SyntheticVideoDataModule
+
+
+def test_generates_once_and_reads_back(tmp_path: Path) -> None:
+    knobs = dict(cache_dir=str(tmp_path), num_train=16, num_val=8, num_test=8, num_frames=8, batch_size=4)
+    dm = SyntheticVideoDataModule(**knobs)
+    assert dm.tokenizer.convert_tokens_to_ids("<video>") != dm.tokenizer.unk_token_id  # before prepare_data
+    dm.prepare_data()
+    shards = sorted(dm.data_dir.glob("*/shard-*.tar"))
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    again = SyntheticVideoDataModule(**knobs)
+    again.prepare_data()
+    assert again.data_dir == dm.data_dir
+    assert [p.stat().st_mtime_ns for p in sorted(dm.data_dir.glob("*/shard-*.tar"))] == stamps
+    assert SyntheticVideoDataModule(**{**knobs, "seed": 1}).data_dir != dm.data_dir
+
+    dm.setup("fit")
+    train = list(dm.train_dataloader())
+    assert len(train) == 4
+    batch = train[0]
+    assert batch.frames.shape == (32, 3, 32, 32) and batch.frames_per_sample.tolist() == [8] * 4
+    assert all(m["task"] == "mcq" and m["answer"] in "ABCD" for m in batch.meta)
+    val = [m["key"] for b in dm.val_dataloader() for m in b.meta]
+    assert len(val) == len(set(val)) == 8
+    dm.setup("test")
+    test = [m["key"] for b in dm.test_dataloader() for m in b.meta]
+    assert len(test) == 8 and not set(test) & set(val)
