@@ -263,7 +263,8 @@ class VideoLM(LightningModule):
                          "prediction": pred, "answer": meta.get("answer"),
                          "score": TaskMetrics.score_one(pred, meta)})
         if stage is not None:
-            self.metrics[stage].update(predictions, batch.meta)
+            real = [i for i, m in enumerate(batch.meta) if not m.get("padding", False)]  # ranks pad eval streams
+            self.metrics[stage].update([predictions[i] for i in real], [batch.meta[i] for i in real])
             for key, value in eff.items():
                 self.log(f"{stage}/eff/{key}", value, batch_size=batch.batch_size,
                          reduce_fx="max" if key == "peak_mem_mb" else "mean")
