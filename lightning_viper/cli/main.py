@@ -61,8 +61,8 @@ def recipe_name(config: Any) -> str:
     paths = config.get("config") or []
     if not paths:
         return "cli"
-    last = paths[-1]
-    path = Path(str(getattr(last, "absolute", last)))
+    first = paths[0]  # the recipe; later --config files are overlays
+    path = Path(str(getattr(first, "absolute", first)))
     return path.stem if path.parent.name in ("recipes", "") else f"{path.parent.name}-{path.stem}"
 
 

@@ -27,6 +27,7 @@ def demo_cli(tmp_path: Path, synth_cache: Path) -> Callable[..., VideoCLI]:
         f"""
 trainer:
   default_root_dir: {tmp_path / "runs"}
+  log_every_n_steps: 1
   logger:
     class_path: lightning_viper.tracking.MLflowLogger
     init_args:

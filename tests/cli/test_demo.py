@@ -46,7 +46,7 @@ def test_demo_fit_test_resume_logged_in_mlflow(demo_cli: Callable[..., VideoCLI]
     assert run.data.metrics["test/eff/frames"] == 8.0
     assert 0.0 <= run.data.metrics["test/mcq/acc"] <= 1.0
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
-    assert max(steps) >= 5
+    assert max(steps) > 3  # the resumed fit kept logging into the same run past the first fit's last step
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config-fit.yaml", "config-test.yaml"} <= artifacts
     config_text = Path(client.download_artifacts(run.info.run_id, "config-fit.yaml", str(tmp))).read_text()
