@@ -102,9 +102,23 @@ class HFVisionTower(VisionEncoder):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
         self.num_layers = layers
+        self._drop_unused_layers(feature_layer % layers + 1)
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
+
+    def _drop_unused_layers(self, keep: int) -> None:
+        """Remove the layers after ``feature_layer`` and the final norm / pooling head: they
+        would cost compute and leave parameters without gradients (which DDP rejects)."""
+        tower = getattr(self.model, "vision_model", self.model)
+        encoder = getattr(tower, "encoder", None)
+        if encoder is None or not isinstance(getattr(encoder, "layers", None), nn.ModuleList):
+            raise TypeError(f"{type(self.model).__name__} has no encoder.layers: not a supported vision tower")
+        encoder.layers = encoder.layers[:keep]
+        for name in ("post_layernorm", "head"):
+            if isinstance(getattr(tower, name, None), nn.Module):
+                setattr(tower, name, nn.Identity())
+        self._hidden_index = keep  # hidden_states[0] is the embeddings, [i] the output of layer i - 1
 
     def train(self, mode: bool = True) -> HFVisionTower:
         """Frozen towers stay in eval mode (no dropout, fixed statistics) whatever the parent does."""
@@ -116,8 +130,7 @@ class HFVisionTower(VisionEncoder):
     def _features(self, pixels: Tensor) -> Tensor:
         """(f, 3, H, W) normalised pixels -> (f, P, Dv) features of ``feature_layer``."""
         out = self.model(pixel_values=pixels, output_hidden_states=True)
-        # hidden_states holds the embeddings then every layer's output: index L + 1 entries
-        layer_out: Tensor = out.hidden_states[1:][self.feature_layer]  # (f, prefix + P, Dv)
+        layer_out: Tensor = out.hidden_states[self._hidden_index]  # (f, prefix + P, Dv)
         return layer_out[:, self.num_prefix_tokens :]
 
     def forward(self, frames: Tensor) -> Tensor:

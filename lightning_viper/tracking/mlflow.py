@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class MLflowLogger(MLFlowLogger):
             run_id=run_id,
         )
 
+    @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
         """Log params; when continuing a run (test or resume), keep the values the run already
         holds (MLflow forbids changing a param) and log a warning for each one that differs."""
@@ -65,10 +67,12 @@ class MLflowLogger(MLFlowLogger):
         if fresh:
             super().log_hyperparams(fresh)
 
+    @rank_zero_only
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.experiment.set_tag(self.run_id, key, str(value))
 
+    @rank_zero_only
     def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.experiment.log_artifact(self.run_id, str(path), artifact_path)
 

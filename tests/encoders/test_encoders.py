@@ -27,25 +27,45 @@ def frames(n: int, size: int = 32) -> Tensor:
     return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
 
 
-def reference(enc: HFVisionTower, x: Tensor, mean: list[float], std: list[float], prefix: int, layer: int) -> Tensor:
-    """Normalise by hand and take hidden_states of layer ``layer`` (-2: second-to-last) from the tower."""
+def full_tower(cls: type[HFVisionTower]) -> torch.nn.Module:
+    """A complete transformers tower (all 3 layers, final norm) with the tiny test shape."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
+
+    shape = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                 patch_size=8, image_size=32)
+    if cls is SiglipEncoder:
+        return SiglipVisionModel(SiglipVisionConfig(**shape)).eval()
+    return CLIPVisionModel(CLIPVisionConfig(**shape)).eval()
+
+
+def reference(tower: torch.nn.Module, x: Tensor, mean: list[float], std: list[float], prefix: int, layer: int) -> Tensor:
+    """Normalise by hand and take hidden_states of layer ``layer`` (-2: second-to-last) of the full tower."""
     pixels = (x.float() / 255.0 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     with torch.no_grad():
-        hidden = enc.model(pixel_values=pixels, output_hidden_states=True).hidden_states
+        hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states
     return hidden[len(hidden) + layer][:, prefix:]  # hidden = (embeddings, layer 1, ..., layer L)
 
 
 @pytest.mark.parametrize(("cls", "mean", "std", "prefix"), FAMILIES)
-def test_shapes_and_features_match_the_tower(cls: type[HFVisionTower], mean: list, std: list, prefix: int) -> None:
-    enc = cls(num_layers=3)
+def test_shapes_and_features_match_the_tower(
+    cls: type[HFVisionTower], mean: list, std: list, prefix: int, tmp_path: Path
+) -> None:
+    tower = full_tower(cls)
+    tower.save_pretrained(tmp_path)
     x = frames(5)
-    out = enc(x)
-    assert (enc.embed_dim, enc.num_patches, enc.image_size) == (32, 16, 32)
-    assert out.shape == (5, 16, 32)
-    torch.testing.assert_close(out, reference(enc, x, mean, std, prefix, -2))
-    last = cls(num_layers=3, feature_layer=-1)
-    last.load_state_dict(enc.state_dict())
-    torch.testing.assert_close(last(x), reference(enc, x, mean, std, prefix, -1))
+    for layer in (-2, -1):
+        enc = cls(path=str(tmp_path), feature_layer=layer)
+        out = enc(x)
+        assert (enc.embed_dim, enc.num_patches, enc.image_size) == (32, 16, 32)
+        assert out.shape == (5, 16, 32)
+        torch.testing.assert_close(out, reference(tower, x, mean, std, prefix, layer))
+
+
+def test_layers_after_the_feature_layer_are_dropped() -> None:
+    enc = SiglipEncoder(num_layers=3, feature_layer=-2, freeze=False)
+    assert len(getattr(enc.model, "vision_model", enc.model).encoder.layers) == 2
+    enc(frames(2)).square().mean().backward()
+    assert all(p.grad is not None for p in enc.parameters()), "every kept parameter is used (DDP needs it)"
 
 
 @pytest.mark.parametrize("cls", [SiglipEncoder, ClipEncoder])
@@ -75,8 +95,8 @@ def test_micro_batching_equals_one_big_batch(cls: type[HFVisionTower]) -> None:
 def test_load_from_save_pretrained_dir_equals_in_memory(
     cls: type[HFVisionTower], mean: list, std: list, prefix: int, tmp_path: Path
 ) -> None:
-    enc = cls(num_layers=3)
-    enc.model.save_pretrained(tmp_path)
+    tower = full_tower(cls)
+    tower.save_pretrained(tmp_path)
     custom_mean, custom_std = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
     pre = {"image_mean": custom_mean, "image_std": custom_std, "size": {"height": 32, "width": 32}}
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(pre))
@@ -84,7 +104,7 @@ def test_load_from_save_pretrained_dir_equals_in_memory(
     assert (loaded.embed_dim, loaded.num_patches, loaded.image_size) == (32, 16, 32)
     assert not any(p.requires_grad for p in loaded.parameters())
     x = frames(3)
-    torch.testing.assert_close(loaded(x), reference(enc, x, custom_mean, custom_std, prefix, -2))
+    torch.testing.assert_close(loaded(x), reference(tower, x, custom_mean, custom_std, prefix, -2))
 
 
 def test_load_without_preprocessor_uses_family_defaults(tmp_path: Path) -> None:
@@ -115,5 +135,6 @@ def test_so400m_preset_shape() -> None:
     with torch.device("meta"):
         enc = siglip_so400m()
     assert (enc.embed_dim, enc.num_patches, enc.image_size) == (1152, 729, 384)
-    assert len(enc.model.encoder.layers) == 27
+    assert enc.num_layers == 27
+    assert len(enc.model.encoder.layers) == 26  # features come from the second-to-last layer
     assert 390e6 < sum(p.numel() for p in enc.parameters()) < 420e6
