@@ -7,7 +7,7 @@ import os
 import resource
 import sys
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -75,8 +75,8 @@ class VideoLM(LightningModule):
         self.backbone = backbone
         self.projector.bind(encoder.embed_dim, backbone.hidden_size)
         self.compression = nn.ModuleList(compression or [])
-        for stage in self.compression:
-            stage.bind(backbone)  # type: ignore[operator]
+        for stage in self.stages():
+            stage.bind(backbone)
         self._validate_schedule()
         self.trainable = list(trainable if trainable is not None else ["projector", "backbone", "compression"])
         for name, part in self.parts().items():
@@ -90,17 +90,25 @@ class VideoLM(LightningModule):
 
     # ---- composition -----------------------------------------------------------------------
     def parts(self) -> dict[str, nn.Module]:
-        return {"encoder": self.encoder, "projector": self.projector, "backbone": self.backbone,
-                "compression": self.compression}
+        return {
+            "encoder": self.encoder,
+            "projector": self.projector,
+            "backbone": self.backbone,
+            "compression": self.compression,
+        }
+
+    def stages(self) -> list[CompressionStage]:
+        """The compression stages, in order."""
+        return [cast(CompressionStage, s) for s in self.compression]
 
     def _validate_schedule(self) -> None:
         from lightning_viper.compression.schedule import validate_schedule
 
-        validate_schedule(list(self.compression), self.backbone)  # type: ignore[arg-type]
+        validate_schedule(self.stages(), self.backbone)
 
     def strategy_name(self) -> str:
         """A readable name of the compression strategy, e.g. for MLflow run names."""
-        parts = [s.describe() for s in self.compression]  # type: ignore[operator]
+        parts = [s.describe() for s in self.stages()]
         return " + ".join(parts) if parts else "none"
 
     def load_parts(self, path: str, parts: list[str]) -> None:
@@ -118,14 +126,17 @@ class VideoLM(LightningModule):
 
     def parameter_counts(self) -> dict[str, int]:
         """``model/params_<part>`` for every part, plus total and trainable counts."""
-        counts = {f"model/params_{name}": sum(p.numel() for p in part.parameters()) for name, part in self.parts().items()}
+        counts = {
+            f"model/params_{name}": sum(p.numel() for p in part.parameters()) for name, part in self.parts().items()
+        }
         counts["model/params_total"] = sum(p.numel() for p in self.parameters())
         counts["model/params_trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return counts
 
     def setup(self, stage: str) -> None:
-        if self.tokenizer is None and self.trainer is not None and self.trainer.datamodule is not None:
-            self.tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if self.tokenizer is None and datamodule is not None:
+            self.tokenizer = getattr(datamodule, "tokenizer", None)
         if self.tokenizer is None:
             raise ValueError("VideoLM needs a tokenizer: use a datamodule that exposes `.tokenizer` or pass one")
         if len(self.tokenizer) > self.backbone.vocab_size:
@@ -160,13 +171,20 @@ class VideoLM(LightningModule):
             col = torch.arange(ids.shape[1], device=ids.device)
             ids = torch.where(col < lengths.unsqueeze(1), ids, torch.full_like(ids, self.tokenizer.pad_token_id or 0))
         text = self.backbone.embed(ids)  # (B, L, D)
-        return splice(text, ids, lengths, batch.prompt_lengths, tokens.flatten(0, 1).to(text.dtype),
-                      batch.frames_per_sample * n, video_token_id(self.tokenizer))
+        return splice(
+            text,
+            ids,
+            lengths,
+            batch.prompt_lengths,
+            tokens.flatten(0, 1).to(text.dtype),
+            batch.frames_per_sample * n,
+            video_token_id(self.tokenizer),
+        )
 
     def forward(self, batch: VideoBatch) -> tuple[Tensor, BackboneOutput]:
         """Teacher-forced pass; returns the loss on response tokens and the backbone output."""
         hidden, state, source = self.embed_batch(batch, prompt_only=False)
-        out = self.backbone(hidden, state, stages=list(self.compression))
+        out = self.backbone(hidden, state, stages=self.stages())
         labels = torch.where(source >= 0, batch.labels.gather(1, source.clamp(min=0)), -100)  # (B, T)
         labels = gather_tokens(labels, out.state, -100)  # (B, T'), follows dropped tokens
         target = labels[:, 1:]  # next-token targets
@@ -185,8 +203,11 @@ class VideoLM(LightningModule):
             self.log(f"{stage}/skipped_samples", float(batch.skipped), reduce_fx="sum", batch_size=bs)
         if stage == "train":
             for i, rec in enumerate(out.stages):
-                self.log(f"train/eff/stage{i}_L{rec.layer}_vision_kept", rec.vision_after / max(1, rec.vision_before),
-                         batch_size=bs)
+                self.log(
+                    f"train/eff/stage{i}_L{rec.layer}_vision_kept",
+                    rec.vision_after / max(1, rec.vision_before),
+                    batch_size=bs,
+                )
         if stage in self.generate_in:
             self._generate_and_score(batch, stage)
         return loss
@@ -212,7 +233,7 @@ class VideoLM(LightningModule):
     def _log_metrics(self, stage: Stage) -> None:
         if stage not in self.generate_in:
             return
-        metric = self.metrics[stage]
+        metric = cast(TaskMetrics, self.metrics[stage])
         for key, value in metric.compute().items():
             self.log(f"{stage}/{key}", value, sync_dist=False)
         metric.reset()
@@ -233,14 +254,17 @@ class VideoLM(LightningModule):
         pad = self.tokenizer.pad_token_id
         if eos is None or pad is None:
             raise ValueError("the tokenizer needs eos and pad tokens for generation")
-        result = greedy_generate(self.backbone, hidden, state, list(self.compression),
-                                 self.hparams["max_new_tokens"], eos, pad)
+        result = greedy_generate(
+            self.backbone, hidden, state, self.stages(), self.hparams["max_new_tokens"], eos, pad
+        )
         prefill_ms = (result.first_token_at - start) * 1000.0
         bs = batch.batch_size
         if cuda:
             peak_mb = torch.cuda.max_memory_allocated() / 2**20
         else:  # ru_maxrss: KiB on Linux, bytes on macOS; the process's peak so far
-            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
+                2**20 if sys.platform == "darwin" else 2**10
+            )
         eff = {
             "frames": float(batch.frames_per_sample.float().mean()),
             "vision_tokens": vision_in / bs,
@@ -259,22 +283,37 @@ class VideoLM(LightningModule):
         predictions, eff = self.generate(batch)
         rows = []
         for pred, meta in zip(predictions, batch.meta, strict=True):
-            rows.append({"key": meta.get("key"), "task": meta.get("task"), "question": meta.get("question"),
-                         "prediction": pred, "answer": meta.get("answer"),
-                         "score": TaskMetrics.score_one(pred, meta)})
+            rows.append(
+                {
+                    "key": meta.get("key"),
+                    "task": meta.get("task"),
+                    "question": meta.get("question"),
+                    "prediction": pred,
+                    "answer": meta.get("answer"),
+                    "score": TaskMetrics.score_one(pred, meta),
+                }
+            )
         if stage is not None:
             real = [i for i, m in enumerate(batch.meta) if not m.get("padding", False)]  # ranks pad eval streams
-            self.metrics[stage].update([predictions[i] for i in real], [batch.meta[i] for i in real])
+            cast(TaskMetrics, self.metrics[stage]).update([predictions[i] for i in real], [batch.meta[i] for i in real])
             for key, value in eff.items():
-                self.log(f"{stage}/eff/{key}", value, batch_size=batch.batch_size,
-                         reduce_fx="max" if key == "peak_mem_mb" else "mean")
+                self.log(
+                    f"{stage}/eff/{key}",
+                    value,
+                    batch_size=batch.batch_size,
+                    reduce_fx="max" if key == "peak_mem_mb" else "mean",
+                )
         return rows
 
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        groups = param_groups({k: v for k, v in self.parts().items() if k in self.trainable}, hp["lr"],
-                              hp["module_lr"] or {}, hp["weight_decay"])
+        groups = param_groups(
+            {k: v for k, v in self.parts().items() if k in self.trainable},
+            hp["lr"],
+            hp["module_lr"] or {},
+            hp["weight_decay"],
+        )
         optimizer = torch.optim.AdamW(groups, lr=hp["lr"], betas=tuple(hp["betas"]))
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = cosine_with_warmup(optimizer, total, hp["warmup_ratio"])

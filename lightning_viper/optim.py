@@ -20,7 +20,8 @@ def param_groups(
         raise ValueError(f"module_lr names {sorted(unknown)}; valid module names are {sorted(modules)}")
     groups: list[dict] = []
     for name, module in modules.items():
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for pname, p in module.named_parameters():
             if not p.requires_grad:
                 continue

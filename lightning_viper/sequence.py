@@ -98,7 +98,7 @@ class SequenceState:
 
     def gather(self, index: Tensor, valid: Tensor) -> SequenceState:
         """Select tokens: ``index`` (B, T') columns into this state, ``valid`` (B, T') bool."""
-        pick = lambda x, fill: torch.where(valid, x.gather(1, index), fill)  # noqa: E731
+        pick = lambda x, fill: torch.where(valid, x.gather(1, index), fill)
         segment = pick(self.segment, -1)
         state = replace(
             self,

@@ -97,7 +97,9 @@ def load_strict(
             f"{source} does not match {type(module).__name__}: "
             f"missing {len(missing)} key(s) {missing[:8]}, unexpected {len(unexpected)} key(s) {unexpected[:8]}"
         )
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape]
+    wrong = [
+        (k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape
+    ]
     if wrong:
         raise CheckpointError(f"{source}: shape mismatch (key, checkpoint, model): {wrong[:8]}")
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)

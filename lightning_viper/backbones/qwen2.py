@@ -25,7 +25,6 @@ from lightning_viper.sequence import SequenceState
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Qwen2Cache:
     """Generation cache: one :class:`KVCache` per layer (their lengths may differ)."""
@@ -184,13 +183,12 @@ def load_qwen2(
     ``prefill_chunk`` are runtime options of the backbone. Never downloads: a missing directory raises
     :class:`CheckpointError` naming it.
     """
-    runtime_overrides = {"gradient_checkpointing": gradient_checkpointing, "prefill_chunk": prefill_chunk}
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"load_qwen2: dtype {dtype!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
     args = qwen2_args_from_config(read_config(path))
     with torch.device("meta"):  # no random init: the checkpoint overwrites every tensor
-        model = Qwen2Backbone(**args, **runtime_overrides)
+        model = Qwen2Backbone(**args, gradient_checkpointing=gradient_checkpointing, prefill_chunk=prefill_chunk)
     model = model.to(torch_dtype).to_empty(device="cpu")
     state = rename_keys(read_state_dict(path, dtype=torch_dtype), {"model.": ""})
     tied = ["lm_head.weight"] if args["tie_word_embeddings"] else []

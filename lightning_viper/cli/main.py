@@ -48,7 +48,7 @@ class TrackedConfig(SaveConfigCallback):
             path.write_text(config_text)
             logger.log_file(path)
             if stage == "fit":
-                params = flatten_config(self.config.as_dict())
+                params: dict[str, Any] = dict(flatten_config(self.config.as_dict()))
                 if isinstance(pl_module, VideoLM):
                     params.update(pl_module.parameter_counts())
                 logger.log_hyperparams(params)

@@ -1,9 +1,9 @@
 """The ``viper`` console script: the project's own verbs.
 
-    viper synth   OUT_DIR [--num_samples ...]     synthetic long-video shards
-    viper pack    --annotations ... --media_root ... --out_dir ... --format ...
-    viper compare recipes/compare/demo.yaml [--overrides ...]
-    viper bench   data | prefill | train ...
+viper synth   OUT_DIR [--num_samples ...]     synthetic long-video shards
+viper pack    --annotations ... --media_root ... --out_dir ... --format ...
+viper compare recipes/compare/demo.yaml [--overrides ...]
+viper bench   data | prefill | train ...
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(args: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     result = auto_cli(verbs(), args=args, as_positional=True)
     if result is not None:
-        print(json.dumps(result, indent=2, default=str))  # noqa: T201 - the verb's result is the output
+        print(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Print the latest MLflow run of an experiment: its name, test metrics and how to view it.
 
-    python -m lightning_viper.tracking.summary --experiment demo [--tracking-uri sqlite:///mlflow.db]
+python -m lightning_viper.tracking.summary --experiment demo [--tracking-uri sqlite:///mlflow.db]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     args = parser.parse_args()
-    print(latest_run_summary(args.experiment, args.tracking_uri))  # noqa: T201 - CLI output
+    print(latest_run_summary(args.experiment, args.tracking_uri))
 
 
 if __name__ == "__main__":

@@ -48,12 +48,22 @@ data:
 """
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "lightning_viper.cli.main", "fit", "--config", str(ROOT / "recipes/demo.yaml"),
-           "--config", str(overlay)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lightning_viper.cli.main",
+        "fit",
+        "--config",
+        str(ROOT / "recipes/demo.yaml"),
+        "--config",
+        str(overlay),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = {r: {s: json.loads((tmp_path / "seen" / f"seen-{s}-rank{r}.json").read_text()) for s in ("train", "val")}
-            for r in (0, 1)}
+    seen = {
+        r: {s: json.loads((tmp_path / "seen" / f"seen-{s}-rank{r}.json").read_text()) for s in ("train", "val")}
+        for r in (0, 1)
+    }
     val0, val1 = set(seen[0]["val"]), set(seen[1]["val"])
     assert val0 and val1
     assert not (val0 & val1), "validation samples must not be shared between ranks"

@@ -20,8 +20,12 @@ def test_recipe_parses(recipe: Path) -> None:
 
 def test_recipes_exist() -> None:
     names = {str(p.relative_to(ROOT / "recipes")) for p in RECIPES}
-    assert {"demo.yaml", "timeviper_9b/stage1.yaml", "timeviper_9b/stage2.yaml",
-            "timeviper_9b/stage2_transv.yaml"} <= names
+    assert {
+        "demo.yaml",
+        "timeviper_9b/stage1.yaml",
+        "timeviper_9b/stage2.yaml",
+        "timeviper_9b/stage2_transv.yaml",
+    } <= names
 
 
 def test_wrong_key_fails_naming_it(capsys: pytest.CaptureFixture[str]) -> None:

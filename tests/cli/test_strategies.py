@@ -13,18 +13,24 @@ from lightning_viper.cli.main import VideoCLI
 STRATEGIES = {
     "drop_uniform": [{"class_path": "lightning_viper.compression.TokenDrop", "init_args": {"layer": 1, "keep": 0.5}}],
     "drop_attention": [
-        {"class_path": "lightning_viper.compression.TokenDrop",
-         "init_args": {"layer": 2, "keep": 0.5, "selector": "attention"}}
+        {
+            "class_path": "lightning_viper.compression.TokenDrop",
+            "init_args": {"layer": 2, "keep": 0.5, "selector": "attention"},
+        }
     ],
     "transv_uniform": [{"class_path": "lightning_viper.compression.TransV", "init_args": {"layer": 1, "keep": 0.5}}],
     "transv_attention": [
-        {"class_path": "lightning_viper.compression.TransV",
-         "init_args": {"layer": 5, "keep": 0.25, "selector": "attention"}}
+        {
+            "class_path": "lightning_viper.compression.TransV",
+            "init_args": {"layer": 5, "keep": 0.25, "selector": "attention"},
+        }
     ],
     "transv_two_stage": [
         {"class_path": "lightning_viper.compression.TransV", "init_args": {"layer": 1, "keep": 0.5}},
-        {"class_path": "lightning_viper.compression.TransV",
-         "init_args": {"layer": 5, "keep": 0.1, "selector": "attention"}},
+        {
+            "class_path": "lightning_viper.compression.TransV",
+            "init_args": {"layer": 5, "keep": 0.1, "selector": "attention"},
+        },
     ],
     "fastv": [{"class_path": "lightning_viper.compression.FastVDrop", "init_args": {"layer": 2, "keep": 0.5}}],
 }
@@ -54,7 +60,11 @@ def test_mlp_projector_variant(demo_cli: Callable[..., VideoCLI]) -> None:
 
 
 def test_bad_stage_layer_is_rejected_naming_the_stage(demo_cli: Callable[..., VideoCLI]) -> None:
-    stages = [{"class_path": "lightning_viper.compression.TokenDrop",
-               "init_args": {"layer": 3, "keep": 0.5, "selector": "attention"}}]
+    stages = [
+        {
+            "class_path": "lightning_viper.compression.TokenDrop",
+            "init_args": {"layer": 3, "keep": 0.5, "selector": "attention"},
+        }
+    ]
     with pytest.raises((ValueError, SystemExit), match="TokenDrop"):
         demo_cli("fit", f"--model.init_args.compression={json.dumps(stages)}", "--trainer.fast_dev_run=true")

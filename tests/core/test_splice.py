@@ -72,7 +72,9 @@ def test_splice_matches_naive_construction():
 def test_splice_rejects_rows_without_one_placeholder():
     ids = torch.tensor([[1, 2, 3]])
     try:
-        splice(torch.zeros(1, 3, 4), ids, torch.tensor([3]), torch.tensor([3]), torch.zeros(0, 4), torch.tensor([0]), PH)
+        splice(
+            torch.zeros(1, 3, 4), ids, torch.tensor([3]), torch.tensor([3]), torch.zeros(0, 4), torch.tensor([0]), PH
+        )
     except ValueError as err:
         assert "exactly one" in str(err)
     else:
@@ -83,8 +85,9 @@ def test_compact_keeps_order_and_left_pads():
     torch.manual_seed(1)
     ids = torch.tensor([[PH, 3, 4], [1, PH, 2]])
     per_sample = torch.tensor([4, 6])
-    hidden, state, _ = splice(torch.randn(2, 3, 4), ids, torch.tensor([3, 3]), torch.tensor([3, 3]),
-                              torch.randn(10, 4), per_sample, PH)
+    hidden, state, _ = splice(
+        torch.randn(2, 3, 4), ids, torch.tensor([3, 3]), torch.tensor([3, 3]), torch.randn(10, 4), per_sample, PH
+    )
     keep = ~state.vision_mask() | (state.position % 2 == 0)
     out, new = compact(hidden, state, keep)
     for b in range(2):

@@ -31,14 +31,17 @@ def full_tower(cls: type[HFVisionTower]) -> torch.nn.Module:
     """A complete transformers tower (all 3 layers, final norm) with the tiny test shape."""
     from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
-    shape = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                 patch_size=8, image_size=32)
+    shape = dict(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, patch_size=8, image_size=32
+    )
     if cls is SiglipEncoder:
         return SiglipVisionModel(SiglipVisionConfig(**shape)).eval()
     return CLIPVisionModel(CLIPVisionConfig(**shape)).eval()
 
 
-def reference(tower: torch.nn.Module, x: Tensor, mean: list[float], std: list[float], prefix: int, layer: int) -> Tensor:
+def reference(
+    tower: torch.nn.Module, x: Tensor, mean: list[float], std: list[float], prefix: int, layer: int
+) -> Tensor:
     """Normalise by hand and take hidden_states of layer ``layer`` (-2: second-to-last) of the full tower."""
     pixels = (x.float() / 255.0 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     with torch.no_grad():
