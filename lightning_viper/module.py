@@ -24,7 +24,7 @@ from lightning_viper.metrics import TaskMetrics
 from lightning_viper.optim import cosine_with_warmup, param_groups
 from lightning_viper.projectors.base import Projector
 from lightning_viper.sequence import SequenceState, gather_tokens
-from lightning_viper.splice import splice
+from lightning_viper.splice import pack_rows, splice
 from lightning_viper.text.tokenizer import video_token_id
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ class VideoLM(LightningModule):
         max_new_tokens: generation budget in validation/test/predict.
         generate_in: stages that generate answers and score task metrics ("val" costs time).
         tokenizer: normally taken from the datamodule at setup; needed to decode generations.
+        pack_sequences: in training and teacher-forced evaluation, pack the batch into one row
+            of per-sample segments (no padding compute; state and attention reset per sample).
         init_from: a Lightning checkpoint of an earlier stage to take ``init_parts`` from (e.g.
             stage 2 starts from stage 1's projector); every key of those parts must be present.
     """
@@ -67,6 +69,7 @@ class VideoLM(LightningModule):
         tokenizer: PreTrainedTokenizerBase | None = None,
         init_from: str | None = None,
         init_parts: list[ModuleName] | None = None,
+        pack_sequences: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "projector", "backbone", "compression", "tokenizer"])
@@ -184,8 +187,10 @@ class VideoLM(LightningModule):
     def forward(self, batch: VideoBatch) -> tuple[Tensor, BackboneOutput]:
         """Teacher-forced pass; returns the loss on response tokens and the backbone output."""
         hidden, state, source = self.embed_batch(batch, prompt_only=False)
-        out = self.backbone(hidden, state, stages=self.stages())
         labels = torch.where(source >= 0, batch.labels.gather(1, source.clamp(min=0)), -100)  # (B, T)
+        if self.hparams["pack_sequences"]:
+            hidden, state, labels = pack_rows(hidden, state, labels)  # (1, N, D)
+        out = self.backbone(hidden, state, stages=self.stages())
         labels = gather_tokens(labels, out.state, -100)  # (B, T'), follows dropped tokens
         target = labels[:, 1:]  # next-token targets
         sel = target != -100
@@ -254,9 +259,7 @@ class VideoLM(LightningModule):
         pad = self.tokenizer.pad_token_id
         if eos is None or pad is None:
             raise ValueError("the tokenizer needs eos and pad tokens for generation")
-        result = greedy_generate(
-            self.backbone, hidden, state, self.stages(), self.hparams["max_new_tokens"], eos, pad
-        )
+        result = greedy_generate(self.backbone, hidden, state, self.stages(), self.hparams["max_new_tokens"], eos, pad)
         prefill_ms = (result.first_token_at - start) * 1000.0
         bs = batch.batch_size
         if cuda:

@@ -81,3 +81,28 @@ def splice(
         num_vision_orig=tokens_per_sample.clone(),
     )
     return hidden, state, text_col
+
+
+def pack_rows(hidden: Tensor, state: SequenceState, values: Tensor) -> tuple[Tensor, SequenceState, Tensor]:
+    """Pack every sample of a left-padded batch into ONE row of segments (no padding at all).
+
+    ``hidden`` (B, T, D) -> (1, N, D) with N the number of real tokens; ``values`` (B, T) (e.g.
+    labels) follows. Segment ids stay the sample index, so Mamba-2 state and attention reset at
+    each sample boundary and compression acts per sample; positions restart in each segment.
+    """
+    real = state.mask  # (B, T)
+    n = int(real.sum())
+    device = hidden.device
+    packed = hidden[real].unsqueeze(0)  # (1, N, D)
+    segment = state.segment[real].unsqueeze(0)  # (1, N)
+    mask = torch.ones(1, n, dtype=torch.bool, device=device)
+    packed_state = SequenceState(
+        mask=mask,
+        kind=state.kind[real].unsqueeze(0),
+        segment=segment,
+        position=contiguous_positions(mask, segment),
+        origin=torch.arange(n, device=device).unsqueeze(0),
+        segment_row=torch.zeros_like(state.segment_row),
+        num_vision_orig=state.num_vision_orig,
+    )
+    return packed, packed_state, values[real].unsqueeze(0)
