@@ -157,10 +157,17 @@ class VideoLM(LightningModule):
 
     # ---- forward pieces --------------------------------------------------------------------
     def encode_video(self, frames: Tensor) -> Tensor:
-        """(F, 3, H, W) uint8 -> (F, N, D) vision tokens."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and "encoder" in self.trainable):
-            features = self.encoder(frames)  # (F, P, Dv)
-        return self.projector(features)  # (F, N, D)
+        """(F, 3, H, W) uint8 -> (F, N, D) vision tokens.
+
+        Encoder and projector run per micro-batch of frames, so only the (much smaller) projected
+        tokens of the whole video are alive at once, never all patch features."""
+        step = max(1, int(getattr(self.encoder, "micro_batch", frames.shape[0]) or 1))
+        tokens = []
+        for start in range(0, frames.shape[0], step):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and "encoder" in self.trainable):
+                features = self.encoder(frames[start : start + step])  # (f, P, Dv)
+            tokens.append(self.projector(features))  # (f, N, D)
+        return torch.cat(tokens, dim=0)  # (F, N, D)
 
     def embed_batch(self, batch: VideoBatch, prompt_only: bool) -> tuple[Tensor, SequenceState, Tensor]:
         """Vision tokens spliced into text embeddings -> (B, T, D), state, source text columns."""

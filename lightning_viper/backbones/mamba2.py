@@ -114,13 +114,17 @@ class Mamba2Mixer(nn.Module):
         xbc, conv_final = conv(xbc, weight, self.conv1d.bias, seq_idx=segment, initial_state=conv_init)
         xs, b, c = self._split_conv_out(xbc * keep)  # (B, T, inner), (B, T, G*N) x2
         scan = kernels.ssd_scan_cuda if cuda else torch_ssd.ssd_scan
-        y, ssm_final = scan(
-            xs.reshape(bsz, t, self.num_heads, self.head_dim),
-            dt,
-            -torch.exp(self.A_log.float()),
-            b.reshape(bsz, t, self.n_groups, self.state_size),
-            c.reshape(bsz, t, self.n_groups, self.state_size),
-            self.chunk_size,
+        # the CUDA scan indexes with int32: keep each call under 2^31 elements of x
+        limit = (2**31 - 1) // (bsz * self.num_heads * self.head_dim) // self.chunk_size * self.chunk_size
+        y, ssm_final = torch_ssd.scan_in_pieces(
+            scan,
+            limit if cuda else t,
+            x=xs.reshape(bsz, t, self.num_heads, self.head_dim),
+            dt=dt,
+            A=-torch.exp(self.A_log.float()),
+            B=b.reshape(bsz, t, self.n_groups, self.state_size),
+            C=c.reshape(bsz, t, self.n_groups, self.state_size),
+            chunk_size=self.chunk_size,
             D=self.D,
             dt_bias=self.dt_bias,
             dt_softplus=True,

@@ -18,12 +18,25 @@ from jsonargparse import auto_cli
 
 def verbs() -> dict[str, Any]:
     """Verb name -> typed function (or a dict of them); jsonargparse builds the parsers."""
+    from lightning_viper.bench.breakdown import bench_breakdown
+    from lightning_viper.bench.prefill import bench_prefill
+    from lightning_viper.bench.train import bench_train
     from lightning_viper.compare import compare
     from lightning_viper.data.bench import bench_data
     from lightning_viper.data.pack import pack
     from lightning_viper.data.synth import synth
 
-    return {"synth": synth, "pack": pack, "compare": compare, "bench": {"data": bench_data}}
+    return {
+        "synth": synth,
+        "pack": pack,
+        "compare": compare,
+        "bench": {
+            "data": bench_data,
+            "prefill": bench_prefill,
+            "train": bench_train,
+            "breakdown": bench_breakdown,
+        },
+    }
 
 
 def main(args: list[str] | None = None) -> None:
