@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from lightning_viper.encoders.hf_tower import (
     HFVisionTower,
-    processor_image_size,
-    read_preprocessor,
-    square,
-    torch_dtype,
-    vision_checkpoint_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -47,32 +41,24 @@ class ClipEncoder(HFVisionTower):
         dtype: str = "float32",
     ) -> None:
         super().__init__()
-        mean, std = CLIP_MEAN, CLIP_STD
-        if path is not None:
-            root = vision_checkpoint_dir(path, "CLIP")
-            self.model = CLIPVisionModel.from_pretrained(str(root), local_files_only=True, dtype=torch_dtype(dtype))
-            config = self.model.config
-            pre = read_preprocessor(root)
-            mean, std = pre.get("image_mean", mean), pre.get("image_std", std)
-            self.image_size = processor_image_size(pre, square(config.image_size))
-            log.info("loaded CLIP tower from %s", root)
-        else:
-            config = CLIPVisionConfig(
-                hidden_size=hidden_size,
-                intermediate_size=intermediate_size,
-                num_hidden_layers=num_layers,
-                num_attention_heads=num_heads,
-                patch_size=patch_size,
-                image_size=image_size,
-            )
-            tower: nn.Module = CLIPVisionModel(config)
-            self.model = tower.to(torch_dtype(dtype))
-            self.image_size = image_size
-        if self.image_size != square(config.image_size):
-            raise ValueError(
-                f"CLIP's position embeddings are for {config.image_size} px but the preprocessor says "
-                f"{self.image_size} px: fix preprocessor_config.json"
-            )
-        self.embed_dim = int(config.hidden_size)
-        self.num_patches = (self.image_size // square(config.patch_size)) ** 2
-        self._setup(mean, std, feature_layer, freeze, micro_batch, int(config.num_hidden_layers))
+        shape = dict(
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            patch_size=patch_size,
+            image_size=image_size,
+        )
+        self._build(
+            "CLIP",
+            CLIPVisionModel,
+            CLIPVisionConfig,
+            CLIP_MEAN,
+            CLIP_STD,
+            path,
+            dtype,
+            shape,
+            feature_layer,
+            freeze,
+            micro_batch,
+        )

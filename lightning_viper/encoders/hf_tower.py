@@ -89,6 +89,54 @@ class HFVisionTower(VisionEncoder):
     std: Tensor  # (3,) buffer
     num_prefix_tokens: int = 0  # tokens before the patches in the hidden states (CLIP: 1 CLS)
 
+    def _build(
+        self,
+        family: str,
+        model_cls: Any,
+        config_cls: Any,
+        mean: list[float],
+        std: list[float],
+        path: str | None,
+        dtype: str,
+        shape: dict[str, int],
+        feature_layer: int,
+        freeze: bool,
+        micro_batch: int,
+        **config_extra: Any,
+    ) -> None:
+        """Load ``model_cls`` from a local checkpoint ``path`` (mean/std/size from its
+        preprocessor_config.json) or build it randomly initialised with ``shape``; then set up."""
+        config: Any
+        if path is not None:
+            root = vision_checkpoint_dir(path, family)
+            self.model = model_cls.from_pretrained(str(root), local_files_only=True, dtype=torch_dtype(dtype))
+            config = self.model.config
+            pre = read_preprocessor(root)
+            mean, std = pre.get("image_mean", mean), pre.get("image_std", std)
+            self.image_size = processor_image_size(pre, square(config.image_size))
+            log.info("loaded %s tower from %s", family, root)
+        else:
+            config = config_cls(
+                hidden_size=shape["hidden_size"],
+                intermediate_size=shape["intermediate_size"],
+                num_hidden_layers=shape["num_layers"],
+                num_attention_heads=shape["num_heads"],
+                patch_size=shape["patch_size"],
+                image_size=shape["image_size"],
+                **config_extra,
+            )
+            tower: nn.Module = model_cls(config)
+            self.model = tower.to(torch_dtype(dtype))
+            self.image_size = shape["image_size"]
+        if self.image_size != square(config.image_size):
+            raise ValueError(
+                f"{family}'s position embeddings are for {config.image_size} px but the preprocessor says "
+                f"{self.image_size} px: fix preprocessor_config.json"
+            )
+        self.embed_dim = int(config.hidden_size)
+        self.num_patches = (self.image_size // square(config.patch_size)) ** 2
+        self._setup(mean, std, feature_layer, freeze, micro_batch, int(config.num_hidden_layers))
+
     def _setup(
         self, mean: list[float], std: list[float], feature_layer: int, freeze: bool, micro_batch: int, layers: int
     ) -> None:

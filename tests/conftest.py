@@ -1,3 +1,5 @@
+"""Fixtures shared by the whole suite: one torch thread per test, a session-wide demo tokenizer."""
+
 from __future__ import annotations
 
 from pathlib import Path
