@@ -38,16 +38,17 @@ class TrackedConfig(SaveConfigCallback):
         config_text = self.parser.dump(self.config, skip_none=False)
         recipe = recipe_name(self.config)
         strategy = pl_module.strategy_name() if isinstance(pl_module, VideoLM) else "n/a"
+        stage_name = str(getattr(stage, "value", stage))  # TrainerFn enum -> "fit" / "test" / ...
         for logger in loggers:
-            tags = {"recipe": recipe, "strategy": strategy, "stage": str(getattr(stage, "value", stage))}
+            tags = {"recipe": recipe, "strategy": strategy, "stage": stage_name}
             if not logger.explicit_run_name:
                 tags["mlflow.runName"] = f"{recipe}-{strategy}"
             logger.set_tags(tags)
-            path = Path(trainer.default_root_dir) / f"config-{getattr(stage, 'value', stage)}.yaml"
+            path = Path(trainer.default_root_dir) / f"config-{stage_name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(config_text)
             logger.log_file(path)
-            if stage == "fit":
+            if stage_name == "fit":
                 params: dict[str, Any] = dict(flatten_config(self.config.as_dict()))
                 if isinstance(pl_module, VideoLM):
                     params.update(pl_module.parameter_counts())

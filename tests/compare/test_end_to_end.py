@@ -31,6 +31,7 @@ def test_demo_comparison_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     raw["frames"]["values"] = [4]
     raw["strategies"] = [s for s in raw["strategies"] if s["name"] in ("none", "transv_two_stage")]
     raw["tracking_uri"] = "sqlite:///mlflow.db"
+    raw["overrides"] = [*raw.get("overrides", []), "--data.init_args.tasks=[mcq, grounding]"]  # both score columns
     MlflowClient("sqlite:///mlflow.db").create_experiment(raw["experiment"], artifact_location=str(tmp_path / "art"))
     spec_path = tmp_path / "demo.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
