@@ -19,9 +19,8 @@ def synth_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("synth")
 
 
-@pytest.fixture
-def demo_cli(tmp_path: Path, synth_cache: Path) -> Callable[..., VideoCLI]:
-    """Run ``lightning <subcommand>`` on the demo recipe, trimmed, with its own MLflow store."""
+def write_overlay(tmp_path: Path, synth_cache: Path, batch_size: int = 4) -> Path:
+    """A config overlay that trims the demo and keeps its outputs (MLflow, checkpoints) in tmp_path."""
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(
         f"""
@@ -45,11 +44,18 @@ data:
     num_val: 8
     num_test: 8
     num_frames: 8
-    batch_size: 4
+    batch_size: {batch_size}
     num_workers: 0
     samples_per_shard: 8
 """
     )
+    return overlay
+
+
+@pytest.fixture
+def demo_cli(tmp_path: Path, synth_cache: Path) -> Callable[..., VideoCLI]:
+    """Run ``lightning <subcommand>`` on the demo recipe, trimmed, with its own MLflow store."""
+    overlay = write_overlay(tmp_path, synth_cache)
 
     def run(subcommand: str, *overrides: str) -> VideoCLI:
         args = [subcommand, "--config", str(DEMO), "--config", str(overlay), *overrides]

@@ -10,43 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.conftest import write_overlay
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.multiproc
 @pytest.mark.slow
 def test_ddp_fit_of_the_demo_splits_data_across_ranks(tmp_path: Path, synth_cache: Path) -> None:
-    overlay = tmp_path / "overlay.yaml"
-    overlay.write_text(
-        f"""
-trainer:
-  strategy: ddp
-  devices: 2
-  max_steps: 3
-  val_check_interval: 3
-  limit_val_batches: null
-  log_every_n_steps: 1
-  default_root_dir: {tmp_path / "runs"}
-  logger:
-    class_path: lightning_viper.tracking.MLflowLogger
-    init_args: {{experiment_name: ddp-test, tracking_uri: "sqlite:///{tmp_path / "mlflow.db"}"}}
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{dirpath: {tmp_path / "ckpt"}, save_last: true}}
-    - class_path: lightning_viper.callbacks.seen_samples.SeenSamples
-      init_args: {{directory: {tmp_path / "seen"}}}
-data:
-  init_args:
-    cache_dir: {synth_cache}
-    num_train: 16
-    num_val: 8
-    num_test: 8
-    num_frames: 8
-    batch_size: 2
-    num_workers: 0
-    samples_per_shard: 8
-"""
-    )
+    overlay = write_overlay(tmp_path, synth_cache, batch_size=2)
+    ddp = [
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.max_steps=3",
+        "--trainer.val_check_interval=3",
+        "--trainer.limit_val_batches=null",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -57,6 +36,7 @@ data:
         str(ROOT / "recipes/demo.yaml"),
         "--config",
         str(overlay),
+        *ddp,
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
