@@ -17,6 +17,7 @@ from lightning_viper.ops import conv as torch_conv
 from lightning_viper.ops import kernels
 from lightning_viper.ops import ssd as torch_ssd
 from lightning_viper.ops.kernels import KernelChoice
+from lightning_viper.ops.pieces import in_pieces, tokens_per_call
 
 
 class GatedRMSNorm(nn.Module):
@@ -111,14 +112,25 @@ class Mamba2Mixer(nn.Module):
             conv_init, ssm_init = cache.conv_state, cache.ssm_state
         conv = kernels.causal_conv1d_cuda if cuda else torch_conv.causal_conv1d
         weight = self.conv1d.weight.squeeze(1)  # (C, K)
-        xbc, conv_final = conv(xbc, weight, self.conv1d.bias, seq_idx=segment, initial_state=conv_init)
+        # the CUDA kernels index with 32-bit integers: long calls run in pieces (state carried)
+        conv_limit = tokens_per_call(bsz * self.conv_dim) if cuda else t
+        xbc, conv_final = in_pieces(
+            conv,
+            conv_limit,
+            ("x",),
+            x=xbc,
+            weight=weight,
+            bias=self.conv1d.bias,
+            seq_idx=segment,
+            initial_state=conv_init,
+        )
         xs, b, c = self._split_conv_out(xbc * keep)  # (B, T, inner), (B, T, G*N) x2
         scan = kernels.ssd_scan_cuda if cuda else torch_ssd.ssd_scan
-        # the CUDA scan indexes with int32: keep each call under 2^31 elements of x
-        limit = (2**31 - 1) // (bsz * self.num_heads * self.head_dim) // self.chunk_size * self.chunk_size
-        y, ssm_final = torch_ssd.scan_in_pieces(
+        scan_limit = tokens_per_call(bsz * self.inner, self.chunk_size) if cuda else t
+        y, ssm_final = in_pieces(
             scan,
-            limit if cuda else t,
+            scan_limit,
+            ("x", "dt", "B", "C"),
             x=xs.reshape(bsz, t, self.num_heads, self.head_dim),
             dt=dt,
             A=-torch.exp(self.A_log.float()),

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from lightning_viper.bench.flops import VideoLMShape, peak_bf16_flops
+from lightning_viper.bench.flops import peak_bf16_flops
 from lightning_viper.bench.models import DType, ModelName, Strategy, build_model, stages_of
 from lightning_viper.bench.peer import hf_peer, hf_prefill
 from lightning_viper.bench.pipeline import FrameSource, embed_prompt, encode_frames, prefill, prompt_ids
@@ -78,16 +78,6 @@ def _measure(
         "resident_gib": resident,
         **peak_gib(device),
     }
-
-
-def _kernel_token_limit(shape: VideoLMShape, kernels: str, prefill_chunk: int | None) -> int | None:
-    """Tokens per Mamba-2 call at which mamba-ssm's chunk scan overflows int32 offsets (seen on an
-    H100 at 262k tokens x 128 heads x 80: illegal memory access, which kills the process), or None."""
-    inner = shape.backbone.mamba_heads * shape.backbone.mamba_head_dim
-    if kernels != "cuda" or inner == 0:
-        return None
-    limit = 2**31 // inner
-    return None if prefill_chunk is not None and prefill_chunk < limit else limit
 
 
 def _row(
@@ -283,18 +273,6 @@ def bench_prefill(
         for i, n in enumerate(sizes):
             runs = (warmup if i == 0 else 0) + repeats
             guess = 0.0 if last is None else last[1] * (n / last[0]) ** 1.2 * min(runs, 2)
-            too_long = _kernel_token_limit(shape, results["config"]["kernels_resolved"], prefill_chunk)
-            if too_long is not None and n * shape.projector.tokens_per_frame + instruction_tokens >= too_long:
-                results["rows"].append(
-                    {
-                        "frames": n,
-                        "strategy": strategy,
-                        "status": "skipped (kernel limit)",
-                        "error": f"mamba-ssm's Triton scan indexes with int32: one call must stay "
-                        f"under {too_long} tokens; set prefill_chunk",
-                    }
-                )
-                continue
             if not budget.fits(guess):
                 results["rows"].append(
                     {"frames": n, "strategy": strategy, "status": "skipped (time budget)", "predicted_s": guess}

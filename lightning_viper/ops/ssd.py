@@ -14,8 +14,6 @@ This is the reference twin of mamba-ssm's ``mamba_chunk_scan_combined`` / ``sele
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -156,31 +154,3 @@ def ssd_step(
     if D is not None:
         y = y + xf * D.float()[:, None]
     return y.to(x.dtype)
-
-
-def scan_in_pieces(scan: Callable[..., tuple[Tensor, Tensor]], max_tokens: int, **kw: Any) -> tuple[Tensor, Tensor]:
-    """Run ``scan`` (:func:`ssd_scan`'s signature, keyword arguments) over pieces of at most
-    ``max_tokens`` positions, carrying the state from piece to piece.
-
-    mamba-ssm's Triton scan indexes with 32-bit integers and aborts the process once
-    T x heads x head_dim reaches 2^31 (about 13k frames of the 9B model in one call); pieces keep
-    each call under that. A carried state is zeroed for rows whose piece starts a new run.
-    """
-    x, seq_idx = kw["x"], kw.get("seq_idx")
-    t = x.shape[1]
-    if t <= max_tokens:
-        return scan(**kw)
-    ys: list[Tensor] = []
-    state = kw.get("initial_state")
-    for start in range(0, t, max_tokens):
-        end = min(t, start + max_tokens)
-        piece = {k: kw[k][:, start:end] for k in ("x", "dt", "B", "C")}
-        if seq_idx is not None:
-            piece["seq_idx"] = seq_idx[:, start:end]
-            if state is not None and start > 0:
-                same = (seq_idx[:, start] == seq_idx[:, start - 1]).to(state.dtype)  # (Bt,)
-                state = state * same.view(-1, 1, 1, 1)
-        y, state = scan(**{**kw, **piece, "initial_state": state})
-        ys.append(y)
-    assert state is not None
-    return torch.cat(ys, dim=1), state

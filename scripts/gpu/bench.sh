@@ -2,8 +2,9 @@
 # Device calls after build_and_test.sh on the same warm machine (/tmp/site holds the kernels).
 #   bash scripts/gpu/bench.sh prefill   # whole-sequence prefill, 3 strategies, 64..8192 frames + transformers peer
 #   bash scripts/gpu/bench.sh chunked   # training step (2B hybrid, ckpt off/on) + chunked prefill to 32k frames
-# Whole-sequence prefill stops at 8192 frames: past ~13.1k frames mamba-ssm's scan overflows int32
-# (illegal memory access, process abort; bench_prefill skips such sizes). Results under $OUT.
+#   bash scripts/gpu/bench.sh long      # whole-sequence prefill (no compression) past mamba-ssm's int32 limit
+# The Mamba-2 mixer splits kernel calls that would overflow 32-bit indexing (ops/pieces.py), so
+# whole-sequence prefill is bound by memory alone. Results under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/viper-out}
 mkdir -p "$OUT"
@@ -22,5 +23,9 @@ chunked)
     \"strategies\": [\"transv\", \"none\"], \"frames\": [1024, 32768], \"repeats\": 1, \"peer\": false}" \
     > "$OUT/prefill_chunked.log" 2>&1
   echo "rc=$?"; grep "frames:" "$OUT/prefill_chunked.log" | cut -c1-220 ;;
-*) echo "usage: bench.sh prefill|chunked" >&2; exit 2 ;;
+long)
+  timeout ${LONG_S:-300} $B prefill "{\"out_dir\": \"$OUT\", \"tag\": \"prefill_long\", \"strategies\": [\"none\"],
+    \"frames\": [64, 12288, 14336, 16384], \"warmup\": 1, \"repeats\": 1, \"peer\": false}" > "$OUT/prefill_long.log" 2>&1
+  echo "rc=$?"; grep "frames:\|out of memory\|Error" "$OUT/prefill_long.log" | cut -c1-220 ;;
+*) echo "usage: bench.sh prefill|chunked|long" >&2; exit 2 ;;
 esac

@@ -153,26 +153,3 @@ def test_peak_table() -> None:
     assert peak_bf16_flops("NVIDIA H200") == pytest.approx(989.4e12)
     assert peak_bf16_flops("NVIDIA H100 PCIe") == pytest.approx(756e12)
     assert peak_bf16_flops("cpu") is None
-
-
-def test_kernel_token_limit_of_the_paper_backbone() -> None:
-    from lightning_viper.bench.prefill import _kernel_token_limit
-
-    bshape = BackboneShape(
-        hidden=4480,
-        layer_kinds=("mamba",),
-        vocab=8,
-        intermediate=8,
-        q_heads=40,
-        kv_heads=8,
-        head_dim=128,
-        mamba_heads=128,
-        mamba_head_dim=80,
-        state=128,
-        groups=8,
-    )
-    shape = VideoLMShape(encoder_shape(SiglipEncoder()), ProjectorShape(32, 4480, 16, 4, tome=False), bshape)
-    limit = _kernel_token_limit(shape, "cuda", None)
-    assert limit == 2**31 // 10240 == 209715  # 8192 frames x 16 tokens fit, 16384 do not
-    assert _kernel_token_limit(shape, "cuda", 32768) is None  # chunks stay under it
-    assert _kernel_token_limit(shape, "torch", None) is None

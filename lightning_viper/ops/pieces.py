@@ -1,0 +1,60 @@
+"""Split a stateful sequence op along time so each call stays under a kernel's index limit.
+
+mamba-ssm's Triton scan indexes with signed 32-bit integers and causal-conv1d with unsigned ones:
+one call over the 9B model's 128 heads x 80 (scan) or 12,288 channels (conv) overflows past about
+210k (scan) or 350k (conv) tokens, and the process dies with an illegal memory access. Running the
+op piece by piece, carrying its state, gives the same result as one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+INT32_LIMIT = 2**31 - 1  # elements one kernel call may address (signed; also safe for unsigned kernels)
+
+
+def tokens_per_call(elements_per_token: int, multiple_of: int = 1) -> int:
+    """Largest token count, a multiple of ``multiple_of``, whose tensor stays under :data:`INT32_LIMIT`."""
+    if elements_per_token <= 0:
+        raise ValueError(f"elements_per_token must be positive, got {elements_per_token}")
+    limit = INT32_LIMIT // elements_per_token // multiple_of * multiple_of
+    if limit < 1:
+        raise ValueError(f"one token holds {elements_per_token} elements: no piece fits under {INT32_LIMIT}")
+    return limit
+
+
+def in_pieces(
+    op: Callable[..., tuple[Tensor, Tensor]], max_tokens: int, sliced: Sequence[str], **kw: Any
+) -> tuple[Tensor, Tensor]:
+    """Call ``op(**kw)`` over pieces of at most ``max_tokens`` positions along dim 1.
+
+    ``op`` returns ``(y, final_state)`` and takes ``initial_state`` (state before position 0, which
+    continues position 0's run) and ``seq_idx`` (B, T) run labels or None, like
+    :func:`lightning_viper.ops.ssd.ssd_scan` and :func:`lightning_viper.ops.conv.causal_conv1d`.
+    The keyword arguments named in ``sliced`` (and ``seq_idx``) are cut along dim 1. A carried state
+    is zeroed for the rows whose piece starts a new run.
+    """
+    x = kw[sliced[0]]
+    t = x.shape[1]
+    if t <= max_tokens:
+        return op(**kw)
+    seq_idx = kw.get("seq_idx")
+    state = kw.get("initial_state")
+    ys: list[Tensor] = []
+    for start in range(0, t, max_tokens):
+        end = min(t, start + max_tokens)
+        piece = {k: kw[k][:, start:end] for k in sliced}
+        if seq_idx is not None:
+            piece["seq_idx"] = seq_idx[:, start:end]
+            if state is not None and start > 0:
+                same = (seq_idx[:, start] == seq_idx[:, start - 1]).to(state.dtype)  # (B,)
+                state = state * same.view(-1, *([1] * (state.dim() - 1)))
+        y, state = op(**{**kw, **piece, "initial_state": state})
+        ys.append(y)
+    if state is None:
+        raise RuntimeError("in_pieces: the op returned no final state")
+    return torch.cat(ys, dim=1), state

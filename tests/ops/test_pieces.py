@@ -1,0 +1,71 @@
+"""in_pieces: a scan or conv split into pieces (state carried, reset at run starts) equals one call."""
+
+import pytest
+import torch
+
+from lightning_viper.ops.conv import causal_conv1d
+from lightning_viper.ops.pieces import INT32_LIMIT, in_pieces, tokens_per_call
+from lightning_viper.ops.ssd import ssd_scan
+
+T = 29
+# row 0: one run; row 1: runs that start exactly at piece starts 8 and 16 and inside pieces
+SEQ_IDX = torch.tensor([[0] * T, [0] * 8 + [1] * 8 + [2] * 3 + [3] * 10])
+
+
+@pytest.mark.parametrize("max_tokens", [4, 7, 16])
+def test_scan_pieces_equal_one_scan(max_tokens: int) -> None:
+    torch.manual_seed(0)
+    bt, h, p, g, n = 2, 4, 3, 2, 5
+    kw = dict(
+        x=torch.randn(bt, T, h, p, dtype=torch.float64),
+        dt=torch.randn(bt, T, h, dtype=torch.float64),
+        A=-torch.rand(h, dtype=torch.float64),
+        B=torch.randn(bt, T, g, n, dtype=torch.float64),
+        C=torch.randn(bt, T, g, n, dtype=torch.float64),
+        chunk_size=4,
+        D=torch.randn(h, dtype=torch.float64),
+        dt_softplus=True,
+        initial_state=torch.randn(bt, h, p, n, dtype=torch.float64),
+        seq_idx=SEQ_IDX,
+    )
+    y_whole, final_whole = ssd_scan(**kw)
+    y, final = in_pieces(ssd_scan, max_tokens, ("x", "dt", "B", "C"), **kw)
+    # the scan accumulates in float32 internally: compare at float32 rounding
+    torch.testing.assert_close(y, y_whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(final, final_whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_tokens", [2, 5, 8])
+def test_conv_pieces_equal_one_conv(max_tokens: int) -> None:
+    torch.manual_seed(1)
+    c, k = 6, 4
+    kw = dict(
+        x=torch.randn(2, T, c, dtype=torch.float64),
+        weight=torch.randn(c, k, dtype=torch.float64),
+        bias=torch.randn(c, dtype=torch.float64),
+        initial_state=torch.randn(2, c, k - 1, dtype=torch.float64),
+        seq_idx=SEQ_IDX,
+    )
+    y_whole, final_whole = causal_conv1d(**kw)
+    y, final = in_pieces(causal_conv1d, max_tokens, ("x",), **kw)
+    torch.testing.assert_close(y, y_whole)
+    torch.testing.assert_close(final, final_whole)
+
+
+def test_pieces_without_runs_carry_the_state() -> None:
+    torch.manual_seed(2)
+    x, w = torch.randn(1, 10, 3, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    y_whole, _ = causal_conv1d(x, w)
+    y, _ = in_pieces(causal_conv1d, 3, ("x",), x=x, weight=w, initial_state=torch.zeros(1, 3, 1, dtype=x.dtype))
+    torch.testing.assert_close(y, y_whole)
+
+
+def test_tokens_per_call() -> None:
+    # the 9B model's scan: 128 heads x 80 per token, chunk 256 -> 209,664 tokens (about 13.1k frames)
+    limit = tokens_per_call(128 * 80, 256)
+    assert limit % 256 == 0 and limit * 128 * 80 <= INT32_LIMIT < (limit + 256) * 128 * 80
+    assert limit == 209_664
+    with pytest.raises(ValueError, match="positive"):
+        tokens_per_call(0)
+    with pytest.raises(ValueError, match="no piece fits"):
+        tokens_per_call(2**31)
