@@ -17,7 +17,7 @@ from lightning_viper.ops import conv as torch_conv
 from lightning_viper.ops import kernels
 from lightning_viper.ops import ssd as torch_ssd
 from lightning_viper.ops.kernels import KernelChoice
-from lightning_viper.ops.pieces import in_pieces, tokens_per_call
+from lightning_viper.ops.pieces import in_pieces, map_rows, tokens_per_call
 
 
 class GatedRMSNorm(nn.Module):
@@ -30,7 +30,10 @@ class GatedRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor, gate: Tensor) -> Tensor:
-        """x, gate (..., size) -> (..., size) in x's dtype."""
+        """x, gate (..., size) -> (..., size) in x's dtype (float32 work in pieces without autograd)."""
+        return map_rows(self._norm, x, gate)
+
+    def _norm(self, x: Tensor, gate: Tensor) -> Tensor:
         dtype = x.dtype
         h = x.float() * nn.functional.silu(gate.float())
         g = h.view(*h.shape[:-1], -1, self.group_size)  # (..., groups, group_size)

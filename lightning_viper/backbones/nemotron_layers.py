@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from lightning_viper.backbones.mamba2 import Mamba2Mixer
 from lightning_viper.backbones.nemotron_cache import AttentionLayerCache, LayerCache, MambaLayerCache
 from lightning_viper.ops.attention import causal_attention
+from lightning_viper.ops.pieces import map_rows
 
 
 class RMSNorm(nn.Module):
@@ -24,6 +25,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        return map_rows(self._norm, x)
+
+    def _norm(self, x: Tensor) -> Tensor:
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return (self.weight.float() * h).to(x.dtype)
@@ -82,6 +86,9 @@ class SquaredReLUMLP(nn.Module):
     def forward(
         self, x: Tensor, mask: Tensor | None = None, segment: Tensor | None = None, cache: None = None
     ) -> Tensor:
+        return map_rows(self._mlp, x)
+
+    def _mlp(self, x: Tensor) -> Tensor:
         out: Tensor = self.down_proj(torch.relu(self.up_proj(x)).square())
         return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import platform
 import statistics
 import subprocess
@@ -90,6 +91,7 @@ def device_info(device: torch.device) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "date_utc": datetime.now(UTC).isoformat(),
+        "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
     }
     try:
         import mamba_ssm

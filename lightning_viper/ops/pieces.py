@@ -58,3 +58,26 @@ def in_pieces(
     if state is None:
         raise RuntimeError("in_pieces: the op returned no final state")
     return torch.cat(ys, dim=1), state
+
+
+ROWS_PER_PIECE = 16_384  # tokens per call of a position-wise op when no gradient is recorded
+
+
+def map_rows(fn: Callable[..., Tensor], *xs: Tensor) -> Tensor:
+    """``fn(*xs)`` for a position-wise ``fn`` (..., C_i) -> (..., C_out), over pieces of rows when
+    autograd is off, so its temporaries (float32 copies, MLP activations) scale with the piece,
+    not the sequence: at 196k tokens the 9B model's gated norm alone holds 7.5 GiB per float32 copy.
+
+    With gradients recorded the whole call runs at once (autograd keeps its inputs anyway).
+    """
+    lead = xs[0].shape[:-1]
+    rows = lead.numel()
+    if torch.is_grad_enabled() or rows <= ROWS_PER_PIECE:
+        return fn(*xs)
+    flat = [x.reshape(rows, x.shape[-1]) for x in xs]  # (N, C_i)
+    first = fn(*(f[:ROWS_PER_PIECE] for f in flat))
+    out = first.new_empty(rows, first.shape[-1])  # (N, C_out)
+    out[:ROWS_PER_PIECE] = first
+    for start in range(ROWS_PER_PIECE, rows, ROWS_PER_PIECE):
+        out[start : start + ROWS_PER_PIECE] = fn(*(f[start : start + ROWS_PER_PIECE] for f in flat))
+    return out.view(*lead, out.shape[-1])

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from lightning_viper.ops import pieces
 from lightning_viper.ops.conv import causal_conv1d
-from lightning_viper.ops.pieces import INT32_LIMIT, in_pieces, tokens_per_call
+from lightning_viper.ops.pieces import INT32_LIMIT, in_pieces, map_rows, tokens_per_call
 from lightning_viper.ops.ssd import ssd_scan
 
 T = 29
@@ -69,3 +70,37 @@ def test_tokens_per_call() -> None:
         tokens_per_call(0)
     with pytest.raises(ValueError, match="no piece fits"):
         tokens_per_call(2**31)
+
+
+def test_map_rows_in_pieces_without_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pieces, "ROWS_PER_PIECE", 5)
+    x, g = torch.randn(3, 7, 4), torch.randn(3, 7, 4)
+    calls: list[int] = []
+
+    def fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (N, 4) x2 -> (N, 2)
+        calls.append(a.shape[:-1].numel())
+        return torch.stack([(a * b).sum(-1), a.max(-1).values], -1)
+
+    want = fn(x, g)
+    calls.clear()
+    with torch.no_grad():
+        got = map_rows(fn, x, g)
+    assert calls == [5, 5, 5, 5, 1]  # 21 rows
+    torch.testing.assert_close(got, want)
+    calls.clear()
+    assert map_rows(fn, x, g).shape == (3, 7, 2) and calls == [21]  # autograd on: one call
+
+
+def test_backbone_without_autograd_is_the_same_in_row_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_viper.backbones.presets import tiny_hybrid
+    from tests.backbones.test_nemotron_h_helpers import packed_state
+
+    torch.manual_seed(0)
+    model = tiny_hybrid(kernels="torch").eval()
+    state = packed_state([[20, 9], [30]])
+    ids = torch.randint(0, model.vocab_size, state.mask.shape)
+    with torch.no_grad():
+        want = model(model.embed(ids), state).hidden
+        monkeypatch.setattr(pieces, "ROWS_PER_PIECE", 7)
+        got = model(model.embed(ids), state).hidden
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
