@@ -1,4 +1,5 @@
-"""``python -m lightning_viper.bench prefill|train|breakdown '{"frames": [64, 256], ...}'`` (JSON keyword arguments).
+"""``python -m lightning_viper.bench prefill|train|breakdown '{"frames": [64, 256], ...}'`` (JSON keyword arguments),
+``python -m lightning_viper.bench table results.json`` (a prefill results file as a markdown table).
 
 For machines without the CLI's dependencies (the GPU image lacks jsonargparse); ``viper bench``
 is the user-facing entry point. Prints a one-line summary per row at the end.
@@ -11,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lightning_viper.bench import bench_breakdown, bench_prefill, bench_train
@@ -23,8 +25,15 @@ def main(argv: list[str]) -> None:
         "train": bench_train,
         "breakdown": bench_breakdown,
     }
+    if len(argv) == 2 and argv[0] == "table":
+        from lightning_viper.bench.table import prefill_table
+
+        sys.stdout.write(prefill_table(json.loads(Path(argv[1]).read_text())) + "\n")
+        return
     if not argv or argv[0] not in verbs:
-        raise SystemExit("usage: python -m lightning_viper.bench prefill|train|breakdown '<json kwargs>'")
+        raise SystemExit(
+            "usage: python -m lightning_viper.bench prefill|train|breakdown '<json kwargs>' | table <results.json>"
+        )
     kwargs = json.loads(argv[1]) if len(argv) > 1 else {}
     result = verbs[argv[0]](**kwargs)
     log = logging.getLogger("lightning_viper.bench")

@@ -14,18 +14,18 @@ python3 -c 'import mamba_ssm, causal_conv1d; print("kernels", mamba_ssm.__versio
 B="python3 -m lightning_viper.bench"
 case "${1:-}" in
 prefill)
-  timeout 560 $B prefill "{\"out_dir\": \"$OUT\", \"tag\": \"prefill\", \"frames\": [64, 256, 1024, 4096, 8192],
+  timeout 560 $B prefill "{\"out_dir\": \"$OUT\", \"tag\": \"prefill_whole\", \"frames\": [64, 256, 1024, 4096, 8192],
     \"repeats\": 2, \"time_budget_s\": 500}" > "$OUT/prefill.log" 2>&1
   echo "rc=$?"; grep "frames:\|peer" "$OUT/prefill.log" | cut -c1-220 ;;
 chunked)
-  timeout 150 $B train "{\"out_dir\": \"$OUT\", \"tag\": \"train\", \"repeats\": 4}" > "$OUT/train.log" 2>&1
+  timeout ${TRAIN_S:-240} $B train "{\"out_dir\": \"$OUT\", \"tag\": \"train_2b\", \"repeats\": 4}" > "$OUT/train.log" 2>&1
   echo "rc=$?"; grep "ckpt=" "$OUT/train.log" | cut -c1-220
-  timeout 400 $B prefill "{\"out_dir\": \"$OUT\", \"tag\": \"prefill_chunked\", \"prefill_chunk\": 32768,
+  timeout 400 $B prefill "{\"out_dir\": \"$OUT\", \"tag\": \"chunked_32k\", \"prefill_chunk\": 32768,
     \"strategies\": [\"transv\", \"none\"], \"frames\": [1024, 32768], \"repeats\": 1, \"peer\": false}" \
     > "$OUT/prefill_chunked.log" 2>&1
   echo "rc=$?"; grep "frames:" "$OUT/prefill_chunked.log" | cut -c1-220 ;;
 long)
-  timeout ${LONG_S:-300} $B prefill "{\"out_dir\": \"$OUT\", \"tag\": \"prefill_long\", \"strategies\": [\"none\"],
+  timeout ${LONG_S:-300} $B prefill "{\"out_dir\": \"$OUT\", \"tag\": \"prefill_whole_long\", \"strategies\": [\"none\"],
     \"frames\": [64, 8192, 12288, 16384, 20480], \"warmup\": 1, \"repeats\": 1, \"peer\": false}" > "$OUT/prefill_long.log" 2>&1
   echo "rc=$?"; grep "frames:\|out of memory\|Error" "$OUT/prefill_long.log" | cut -c1-220 ;;
 *) echo "usage: bench.sh prefill|chunked|long" >&2; exit 2 ;;
