@@ -35,8 +35,9 @@ class PredictionWriter(Callback):
     """Collects the rows a module returns per batch and writes them as JSONL at the end of the stage.
 
     ``predict_step`` (and, when ``"test"`` is in ``stages``, ``test_step``) must return a list of
-    dicts, one per sample, e.g. ``{"key", "task", "question", "prediction", "answer", "score"}``;
-    other outputs (such as a test loss) are ignored. With several processes the rows are gathered
+    dicts, one per sample, e.g. ``{"key", "task", "question", "prediction", "answer", "score"}``,
+    or a dict holding that list under ``"predictions"`` (as ``VideoLM.test_step`` does); other
+    outputs (such as a bare loss) are ignored. With several processes the rows are gathered
     to rank 0, which writes the file. The file is also logged as an artifact to every
     MLFlowLogger of the trainer.
 
@@ -63,6 +64,8 @@ class PredictionWriter(Callback):
         return Path(trainer.default_root_dir) / name
 
     def _collect(self, stage: str, outputs: Any) -> None:
+        if isinstance(outputs, dict):  # e.g. VideoLM.test_step: {"loss", "predictions"}
+            outputs = outputs.get("predictions")
         if stage in self.stages and isinstance(outputs, list):
             self.rows.extend(_jsonable(row) for row in outputs if isinstance(row, dict))
 

@@ -25,3 +25,7 @@ class Projector(nn.Module, ABC):
     @abstractmethod
     def forward(self, features: Tensor) -> Tensor:
         """(F, P, Dv) -> (F, N, D)."""
+
+    def describe(self) -> str | None:
+        """The token reduction this projector applies, for run names; None when it keeps every patch."""
+        return None

@@ -101,6 +101,9 @@ class ToMeProjector(Projector):
         self.num_heads = num_heads
         self.mlp: MLPHead | None = None
 
+    def describe(self) -> str:
+        return f"ToMe(tokens_per_frame={self.num_tokens})"
+
     def bind(self, vision_dim: int, llm_dim: int) -> None:
         if vision_dim % self.num_heads:
             raise ValueError(

@@ -37,6 +37,8 @@ trainer:
       init_args: {{dirpath: {tmp_path / "ckpt"}, save_last: true}}
     - class_path: lightning_viper.callbacks.seen_samples.SeenSamples
       init_args: {{directory: {tmp_path / "seen"}}}
+    - class_path: lightning_viper.callbacks.PredictionWriter
+      init_args: {{stages: [test, predict]}}
 data:
   init_args:
     cache_dir: {synth_cache}
