@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -27,7 +29,33 @@ TINY = dict(
 )
 
 
+HF_MODULE = "transformers.models.nemotron_h.modeling_nemotron_h"
+
+
+def import_hf_torch_path() -> None:
+    """Import transformers' nemotron_h with mamba-ssm / causal-conv1d hidden.
+
+    transformers binds those packages when its module is imported, whenever they import, and then
+    calls their CUDA kernels even for CPU tensors. Hidden at that moment, it keeps its PyTorch
+    path for the whole process, so the CPU references also work on a machine with the kernels
+    (our own ``lightning_viper.ops.kernels`` holds its own references and is unaffected).
+    """
+    if HF_MODULE in sys.modules:
+        return
+    roots = ("mamba_ssm", "causal_conv1d")
+    saved = {name: mod for name, mod in sys.modules.items() if name.split(".")[0] in roots}
+    hidden = set(saved) | set(roots)
+    sys.modules.update(dict.fromkeys(hidden))  # None: "import mamba_ssm[.x]" raises ImportError
+    try:
+        importlib.import_module(HF_MODULE)
+    finally:
+        for name in hidden:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
 def hf_model(seed: int = 0, **changes):  # -> transformers NemotronHForCausalLM
+    import_hf_torch_path()
     from transformers import NemotronHConfig, NemotronHForCausalLM
 
     torch.manual_seed(seed)
