@@ -103,4 +103,4 @@ def test_backbone_without_autograd_is_the_same_in_row_pieces(monkeypatch: pytest
         want = model(model.embed(ids), state).hidden
         monkeypatch.setattr(pieces, "ROWS_PER_PIECE", 7)
         got = model(model.embed(ids), state).hidden
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(got, want)  # not bitwise: BLAS may block 7-row pieces differently
