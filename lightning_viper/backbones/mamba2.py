@@ -29,8 +29,11 @@ class GatedRMSNorm(nn.Module):
         self.group_size = group_size
         self.eps = eps
 
-    def forward(self, x: Tensor, gate: Tensor) -> Tensor:
-        """x, gate (..., size) -> (..., size) in x's dtype (float32 work in pieces without autograd)."""
+    def forward(self, x: Tensor, gate: Tensor, fused: bool = False) -> Tensor:
+        """x, gate (..., size) -> (..., size) in x's dtype. ``fused``: mamba-ssm's Triton kernel
+        (CUDA); otherwise PyTorch, its float32 work in row pieces when autograd is off."""
+        if fused:
+            return kernels.gated_rmsnorm_cuda(x, gate, self.weight, self.eps, self.group_size)
         return map_rows(self._norm, x, gate)
 
     def _norm(self, x: Tensor, gate: Tensor) -> Tensor:
@@ -149,7 +152,7 @@ class Mamba2Mixer(nn.Module):
         )
         if cache is not None:
             cache.conv_state, cache.ssm_state, cache.segment = conv_final, ssm_final, segment[:, -1].clone()
-        y = self.norm(y.reshape(bsz, t, self.inner), z)
+        y = self.norm(y.reshape(bsz, t, self.inner), z, fused=cuda)
         out: Tensor = self.out_proj(y.to(x.dtype))
         return out
 
@@ -175,6 +178,6 @@ class Mamba2Mixer(nn.Module):
             dt_bias=self.dt_bias,
             dt_softplus=True,
         )
-        y = self.norm(y.reshape(bsz, 1, self.inner), z.unsqueeze(1))
+        y = self.norm(y.reshape(bsz, 1, self.inner), z.unsqueeze(1), fused=cuda)
         out: Tensor = self.out_proj(y.to(x.dtype))
         return out

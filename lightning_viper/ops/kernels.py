@@ -3,7 +3,8 @@
 Each wrapper here has a plain-PyTorch twin with the same arguments and results:
 ``ssd_scan_cuda`` ~ :func:`lightning_viper.ops.ssd.ssd_scan`, ``ssd_step_cuda`` ~ ``ssd_step``,
 ``causal_conv1d_cuda`` ~ :func:`lightning_viper.ops.conv.causal_conv1d`, ``causal_conv1d_step_cuda``
-~ ``causal_conv1d_step``. The packages compile CUDA code at install time and are optional:
+~ ``causal_conv1d_step``, ``gated_rmsnorm_cuda`` ~ ``GatedRMSNorm``. The packages compile CUDA code
+at install time and are optional:
 ``pip install --no-build-isolation "mamba-ssm>=2.2" "causal-conv1d>=1.4"`` on a CUDA machine.
 """
 
@@ -35,12 +36,14 @@ _chunk_scan = _optional("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_c
 _state_update = _optional("mamba_ssm.ops.triton.selective_state_update", "selective_state_update")
 _conv_fn = _optional("causal_conv1d", "causal_conv1d_fn")
 _conv_update = _optional("causal_conv1d", "causal_conv1d_update")
+_gated_rmsnorm = _optional("mamba_ssm.ops.triton.layernorm_gated", "rmsnorm_fn")
 
 
 def mamba_kernels_available() -> bool:
     """True when mamba-ssm and causal-conv1d import and CUDA is present."""
     return (
-        all(f is not None for f in (_chunk_scan, _state_update, _conv_fn, _conv_update)) and torch.cuda.is_available()
+        all(f is not None for f in (_chunk_scan, _state_update, _conv_fn, _conv_update, _gated_rmsnorm))
+        and torch.cuda.is_available()
     )
 
 
@@ -166,4 +169,14 @@ def causal_conv1d_step_cuda(
 ) -> Tensor:
     """``causal_conv1d_update`` (in place on ``conv_state``); see ``causal_conv1d_step``."""
     out: Tensor = _conv_update(x, conv_state, weight, bias, activation)
+    return out
+
+
+def gated_rmsnorm_cuda(x: Tensor, gate: Tensor, weight: Tensor, eps: float, group_size: int) -> Tensor:
+    """mamba-ssm's fused ``rmsnorm_fn``: RMSNorm over groups of ``x * silu(gate)``, times ``weight``.
+
+    One Triton pass in float32 registers instead of PyTorch's float32 temporaries; see
+    :class:`lightning_viper.backbones.mamba2.GatedRMSNorm` for the plain twin. (..., C) -> (..., C).
+    """
+    out: Tensor = _gated_rmsnorm(x, weight, None, z=gate, eps=eps, group_size=group_size, norm_before_gate=False)
     return out

@@ -149,3 +149,27 @@ def test_conv_kernel_in_pieces_matches_torch():
     y, f = in_pieces(kernels.causal_conv1d_cuda, 10, ("x",), **kw)
     torch.testing.assert_close(y.cpu(), y_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(f.cpu(), f_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gated_rmsnorm_kernel_matches_torch_with_gradients(dtype):
+    from lightning_viper.backbones.mamba2 import GatedRMSNorm
+
+    g = torch.Generator().manual_seed(5)
+    x, gate = torch.randn(3, 50, 64, generator=g), torch.randn(3, 50, 64, generator=g)
+    norm = GatedRMSNorm(64, group_size=16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(64, generator=g) + 0.5)
+    xr, gr = x.clone().requires_grad_(), gate.clone().requires_grad_()
+    ref = norm(xr, gr)  # CPU, float32
+    ref.square().sum().backward()
+    fused = GatedRMSNorm(64, group_size=16, eps=1e-5).cuda().to(dtype)
+    with torch.no_grad():
+        fused.weight.copy_(norm.weight)
+    xc, gc = x.cuda().to(dtype).requires_grad_(), gate.cuda().to(dtype).requires_grad_()
+    out = fused(xc, gc, fused=True)
+    out.float().square().sum().backward()
+    tol = SCAN_TOL[dtype]
+    errs = [scaled_error(out, ref), scaled_error(xc.grad, xr.grad), scaled_error(gc.grad, gr.grad)]
+    log.info("gated rmsnorm %s: out, dx, dgate errors %s", dtype, [f"{e:.1e}" for e in errs])
+    assert out.dtype == dtype and max(errs) < 2 * tol, errs
