@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from lightning_viper.ops.conv import run_ids
+from lightning_viper.ops.pieces import split_rows, tokens_per_call
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,14 @@ def gated_rmsnorm_cuda(x: Tensor, gate: Tensor, weight: Tensor, eps: float, grou
 
     One Triton pass in float32 registers instead of PyTorch's float32 temporaries; see
     :class:`lightning_viper.backbones.mamba2.GatedRMSNorm` for the plain twin. (..., C) -> (..., C).
+    The kernel offsets rows with 32-bit integers: calls are split so rows x row stride stays under
+    :data:`lightning_viper.ops.pieces.INT32_LIMIT` (at 327k tokens one call crashed the process).
     """
-    out: Tensor = _gated_rmsnorm(x, weight, None, z=gate, eps=eps, group_size=group_size, norm_before_gate=False)
-    return out
+    c = x.shape[-1]
+    row_stride = max(x.reshape(-1, c).stride(0), gate.reshape(-1, c).stride(0), c)
+
+    def norm(xs: Tensor, zs: Tensor) -> Tensor:
+        out: Tensor = _gated_rmsnorm(xs, weight, None, z=zs, eps=eps, group_size=group_size, norm_before_gate=False)
+        return out
+
+    return split_rows(norm, tokens_per_call(row_stride), x, gate)

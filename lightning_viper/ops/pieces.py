@@ -63,21 +63,38 @@ def in_pieces(
 ROWS_PER_PIECE = 16_384  # tokens per call of a position-wise op when no gradient is recorded
 
 
-def map_rows(fn: Callable[..., Tensor], *xs: Tensor) -> Tensor:
-    """``fn(*xs)`` for a position-wise ``fn`` (..., C_i) -> (..., C_out), over pieces of rows when
-    autograd is off, so its temporaries (float32 copies, MLP activations) scale with the piece,
-    not the sequence: at 196k tokens the 9B model's gated norm alone holds 7.5 GiB per float32 copy.
+def split_rows(fn: Callable[..., Tensor], max_rows: int, *xs: Tensor) -> Tensor:
+    """``fn(*xs)`` for a position-wise ``fn`` (..., C_i) -> (..., C_out), called on at most
+    ``max_rows`` rows (positions) at a time, with or without autograd.
 
-    With gradients recorded the whole call runs at once (autograd keeps its inputs anyway).
+    Without autograd each piece is written into one preallocated output; with it the pieces are
+    concatenated (autograd keeps them anyway).
     """
     lead = xs[0].shape[:-1]
     rows = lead.numel()
-    if torch.is_grad_enabled() or rows <= ROWS_PER_PIECE:
+    if rows <= max_rows:
         return fn(*xs)
-    flat = [x.reshape(rows, x.shape[-1]) for x in xs]  # (N, C_i)
-    first = fn(*(f[:ROWS_PER_PIECE] for f in flat))
-    out = first.new_empty(rows, first.shape[-1])  # (N, C_out)
-    out[:ROWS_PER_PIECE] = first
-    for start in range(ROWS_PER_PIECE, rows, ROWS_PER_PIECE):
-        out[start : start + ROWS_PER_PIECE] = fn(*(f[start : start + ROWS_PER_PIECE] for f in flat))
-    return out.view(*lead, out.shape[-1])
+    flat = [x.reshape(rows, x.shape[-1]) for x in xs]  # (N, C_i), views where the layout allows
+    starts = range(0, rows, max_rows)
+    if torch.is_grad_enabled():
+        out = torch.cat([fn(*(f[s : s + max_rows] for f in flat)) for s in starts])
+        return out.view(*lead, out.shape[-1])
+    first = fn(*(f[:max_rows] for f in flat))
+    buf = first.new_empty(rows, first.shape[-1])  # (N, C_out)
+    buf[:max_rows] = first
+    for s in starts[1:]:
+        buf[s : s + max_rows] = fn(*(f[s : s + max_rows] for f in flat))
+    return buf.view(*lead, buf.shape[-1])
+
+
+def map_rows(fn: Callable[..., Tensor], *xs: Tensor) -> Tensor:
+    """``fn(*xs)`` for a position-wise ``fn`` (..., C_i) -> (..., C_out), over pieces of
+    :data:`ROWS_PER_PIECE` rows when autograd is off, so its temporaries (float32 copies, MLP
+    activations) scale with the piece, not the sequence: at 196k tokens the 9B model's gated norm
+    alone holds 7.5 GiB per float32 copy.
+
+    With gradients recorded the whole call runs at once (autograd keeps its inputs anyway).
+    """
+    if torch.is_grad_enabled():
+        return fn(*xs)
+    return split_rows(fn, ROWS_PER_PIECE, *xs)

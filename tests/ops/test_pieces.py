@@ -5,7 +5,7 @@ import torch
 
 from lightning_viper.ops import pieces
 from lightning_viper.ops.conv import causal_conv1d
-from lightning_viper.ops.pieces import INT32_LIMIT, in_pieces, map_rows, tokens_per_call
+from lightning_viper.ops.pieces import INT32_LIMIT, in_pieces, map_rows, split_rows, tokens_per_call
 from lightning_viper.ops.ssd import ssd_scan
 
 T = 29
@@ -104,3 +104,21 @@ def test_backbone_without_autograd_is_the_same_in_row_pieces(monkeypatch: pytest
         monkeypatch.setattr(pieces, "ROWS_PER_PIECE", 7)
         got = model(model.embed(ids), state).hidden
     torch.testing.assert_close(got, want)  # not bitwise: BLAS may block 7-row pieces differently
+
+
+def test_split_rows_keeps_values_and_gradients() -> None:
+    w = torch.randn(4, 3, requires_grad=True)
+    x = torch.randn(2, 11, 4, requires_grad=True)
+
+    def fn(a: torch.Tensor) -> torch.Tensor:  # (N, 4) -> (N, 3)
+        return torch.tanh(a @ w)
+
+    want = fn(x)
+    (gx_want, gw_want) = torch.autograd.grad(want.square().sum(), (x, w))
+    got = split_rows(fn, 5, x)  # 22 rows -> 5 + 5 + 5 + 5 + 2, concatenated under autograd
+    (gx, gw) = torch.autograd.grad(got.square().sum(), (x, w))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(gx, gx_want)
+    torch.testing.assert_close(gw, gw_want)
+    with torch.no_grad():
+        torch.testing.assert_close(split_rows(fn, 5, x), want.detach())

@@ -151,9 +151,15 @@ def test_conv_kernel_in_pieces_matches_torch():
     torch.testing.assert_close(f.cpu(), f_ref)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gated_rmsnorm_kernel_matches_torch_with_gradients(dtype):
+@pytest.mark.parametrize(
+    ("dtype", "index_limit"), [(torch.float32, None), (torch.bfloat16, None), (torch.float32, 2048)]
+)
+def test_gated_rmsnorm_kernel_matches_torch_with_gradients(monkeypatch, dtype, index_limit):
     from lightning_viper.backbones.mamba2 import GatedRMSNorm
+    from lightning_viper.ops import pieces
+
+    if index_limit is not None:  # 32 rows of 64 per kernel call: 150 rows in 5 calls
+        monkeypatch.setattr(pieces, "INT32_LIMIT", index_limit)
 
     g = torch.Generator().manual_seed(5)
     x, gate = torch.randn(3, 50, 64, generator=g), torch.randn(3, 50, 64, generator=g)
