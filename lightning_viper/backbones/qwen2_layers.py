@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viper.ops.attention import causal_attention
+from lightning_viper.ops.pieces import map_rows
 from lightning_viper.sequence import SequenceState
 
 
@@ -24,6 +25,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        return map_rows(self._norm, x)  # float32 work in row pieces when autograd is off
+
+    def _norm(self, x: Tensor) -> Tensor:
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
@@ -139,7 +143,11 @@ class Qwen2MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return map_rows(self._mlp, x)  # (T, 18944)-wide activations in row pieces when autograd is off
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        out: Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return out
 
 
 class Qwen2DecoderLayer(nn.Module):

@@ -91,12 +91,13 @@ def test_map_rows_in_pieces_without_autograd(monkeypatch: pytest.MonkeyPatch) ->
     assert map_rows(fn, x, g).shape == (3, 7, 2) and calls == [21]  # autograd on: one call
 
 
-def test_backbone_without_autograd_is_the_same_in_row_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_viper.backbones.presets import tiny_hybrid
+@pytest.mark.parametrize("family", ["hybrid", "qwen2"])
+def test_backbone_without_autograd_is_the_same_in_row_pieces(monkeypatch: pytest.MonkeyPatch, family: str) -> None:
+    from lightning_viper.backbones import tiny_hybrid, tiny_qwen2
     from tests.backbones.test_nemotron_h_helpers import packed_state
 
     torch.manual_seed(0)
-    model = tiny_hybrid(kernels="torch").eval()
+    model = (tiny_hybrid(kernels="torch") if family == "hybrid" else tiny_qwen2()).eval()
     state = packed_state([[20, 9], [30]])
     ids = torch.randint(0, model.vocab_size, state.mask.shape)
     with torch.no_grad():
