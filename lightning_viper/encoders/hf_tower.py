@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -81,53 +81,73 @@ def square(value: Any) -> int:
 
 
 class HFVisionTower(VisionEncoder):
-    """Base of SigLIP / CLIP encoders. Subclasses build ``self.model`` (a transformers vision
-    model), set ``embed_dim``, ``num_patches``, ``image_size`` and call :meth:`_setup`."""
+    """A transformers vision tower -> (F, P, Dv) patch features, P = (image_size / patch_size)^2.
+
+    Subclasses name their family with class attributes (``family``, ``model_cls``, ``config_cls``,
+    default ``mean`` / ``std``, extra config keys) and inherit this constructor.
+
+    Args:
+        path: local checkpoint directory; when set, the shape arguments below are ignored and mean,
+            std and input size come from its preprocessor_config.json.
+        hidden_size, num_layers, num_heads, intermediate_size, patch_size, image_size: the shape
+            of a randomly initialised tower (only without ``path``).
+        feature_layer: which layer's output to return (-1 last, -2 second-to-last, ...).
+        freeze: no gradients and eval mode for the tower (the paper freezes it in every stage).
+        micro_batch: frames per encoder call (bounds activation memory on long videos).
+        dtype: parameter dtype ("float32", "bfloat16", "float16").
+    """
+
+    family: ClassVar[str]
+    model_cls: ClassVar[Any]  # e.g. transformers.SiglipVisionModel
+    config_cls: ClassVar[Any]  # e.g. transformers.SiglipVisionConfig
+    default_mean: ClassVar[list[float]]
+    default_std: ClassVar[list[float]]
+    config_extra: ClassVar[dict[str, Any]] = {}
+    num_prefix_tokens: ClassVar[int] = 0  # tokens before the patches in the hidden states (CLIP: 1 CLS)
 
     model: nn.Module
     mean: Tensor  # (3,) buffer
     std: Tensor  # (3,) buffer
-    num_prefix_tokens: int = 0  # tokens before the patches in the hidden states (CLIP: 1 CLS)
 
-    def _build(
+    def __init__(
         self,
-        family: str,
-        model_cls: Any,
-        config_cls: Any,
-        mean: list[float],
-        std: list[float],
-        path: str | None,
-        dtype: str,
-        shape: dict[str, int],
-        feature_layer: int,
-        freeze: bool,
-        micro_batch: int,
-        **config_extra: Any,
+        path: str | None = None,
+        hidden_size: int = 32,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        intermediate_size: int = 64,
+        patch_size: int = 8,
+        image_size: int = 32,
+        feature_layer: int = -2,
+        freeze: bool = True,
+        micro_batch: int = 64,
+        dtype: str = "float32",
     ) -> None:
-        """Load ``model_cls`` from a local checkpoint ``path`` (mean/std/size from its
-        preprocessor_config.json) or build it randomly initialised with ``shape``; then set up."""
+        super().__init__()
+        family = self.family
+        mean, std = self.default_mean, self.default_std
         config: Any
         if path is not None:
             root = vision_checkpoint_dir(path, family)
-            self.model = model_cls.from_pretrained(str(root), local_files_only=True, dtype=torch_dtype(dtype))
+            self.model = self.model_cls.from_pretrained(str(root), local_files_only=True, dtype=torch_dtype(dtype))
             config = self.model.config
             pre = read_preprocessor(root)
             mean, std = pre.get("image_mean", mean), pre.get("image_std", std)
             self.image_size = processor_image_size(pre, square(config.image_size))
             log.info("loaded %s tower from %s", family, root)
         else:
-            config = config_cls(
-                hidden_size=shape["hidden_size"],
-                intermediate_size=shape["intermediate_size"],
-                num_hidden_layers=shape["num_layers"],
-                num_attention_heads=shape["num_heads"],
-                patch_size=shape["patch_size"],
-                image_size=shape["image_size"],
-                **config_extra,
+            config = self.config_cls(
+                hidden_size=hidden_size,
+                intermediate_size=intermediate_size,
+                num_hidden_layers=num_layers,
+                num_attention_heads=num_heads,
+                patch_size=patch_size,
+                image_size=image_size,
+                **self.config_extra,
             )
-            tower: nn.Module = model_cls(config)
+            tower: nn.Module = self.model_cls(config)
             self.model = tower.to(torch_dtype(dtype))
-            self.image_size = shape["image_size"]
+            self.image_size = image_size
         if self.image_size != square(config.image_size):
             raise ValueError(
                 f"{family}'s position embeddings are for {config.image_size} px but the preprocessor says "

@@ -10,13 +10,11 @@ pooling head not applied.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from lightning_viper.encoders.hf_tower import (
-    HFVisionTower,
-)
+from lightning_viper.encoders.hf_tower import HFVisionTower
 
 log = logging.getLogger(__name__)
 
@@ -25,55 +23,14 @@ SIGLIP_STD = [0.5, 0.5, 0.5]
 
 
 class SiglipEncoder(HFVisionTower):
-    """SigLIP frames -> (F, P, Dv) patch features, P = (image_size / patch_size)^2.
+    """SigLIP frames -> (F, P, Dv) patch features; arguments in :class:`HFVisionTower`."""
 
-    Args:
-        path: local checkpoint directory; when set, the shape arguments below are ignored.
-        hidden_size, num_layers, num_heads, intermediate_size, patch_size, image_size: the shape
-            of a randomly initialised tower (only without ``path``).
-        feature_layer: which layer's output to return (-1 last, -2 second-to-last, ...).
-        freeze: no gradients and eval mode for the tower (the paper freezes it in every stage).
-        micro_batch: frames per encoder call (bounds activation memory on long videos).
-        dtype: parameter dtype ("float32", "bfloat16", "float16").
-    """
-
-    def __init__(
-        self,
-        path: str | None = None,
-        hidden_size: int = 32,
-        num_layers: int = 2,
-        num_heads: int = 2,
-        intermediate_size: int = 64,
-        patch_size: int = 8,
-        image_size: int = 32,
-        feature_layer: int = -2,
-        freeze: bool = True,
-        micro_batch: int = 64,
-        dtype: str = "float32",
-    ) -> None:
-        super().__init__()
-        shape = dict(
-            hidden_size=hidden_size,
-            intermediate_size=intermediate_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            patch_size=patch_size,
-            image_size=image_size,
-        )
-        self._build(
-            "SigLIP",
-            SiglipVisionModel,
-            SiglipVisionConfig,
-            SIGLIP_MEAN,
-            SIGLIP_STD,
-            path,
-            dtype,
-            shape,
-            feature_layer,
-            freeze,
-            micro_batch,
-            vision_use_head=False,
-        )
+    family = "SigLIP"
+    model_cls = SiglipVisionModel
+    config_cls = SiglipVisionConfig
+    default_mean = SIGLIP_MEAN
+    default_std = SIGLIP_STD
+    config_extra: ClassVar[dict[str, Any]] = {"vision_use_head": False}  # no pooling head
 
 
 def siglip_so400m(path: str | None = None, **overrides: Any) -> SiglipEncoder:
