@@ -90,7 +90,6 @@ class VideoLM(LightningModule):
         self._generation_warm = False  # set once a first, untimed prefill has paid one-time costs
         self.metrics = nn.ModuleDict({s: TaskMetrics() for s in ("val", "test")})
         self.generate_in = set(generate_in if generate_in is not None else ["test"])
-        self._prediction_rows: list[dict[str, Any]] = []
 
     # ---- composition -----------------------------------------------------------------------
     def parts(self) -> dict[str, nn.Module]:
