@@ -4,6 +4,7 @@ viper synth   OUT_DIR [--num_samples ...]     synthetic long-video shards
 viper pack    --annotations ... --media_root ... --out_dir ... --format ...
 viper compare recipes/compare/demo.yaml [--overrides ...]
 viper bench   data | prefill | train ...
+viper tokenizer '[SHARDS_OR_ANNOTATIONS,...]' OUT_DIR [--vocab_size 8000]   byte-level BPE
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ def verbs() -> dict[str, Any]:
     from lightning_viper.data.bench import bench_data
     from lightning_viper.data.pack import pack
     from lightning_viper.data.synth import synth
+    from lightning_viper.text.bpe import train_tokenizer
 
     return {
         "synth": synth,
         "pack": pack,
         "compare": compare,
+        "tokenizer": train_tokenizer,
         "bench": {
             "data": bench_data,
             "prefill": bench_prefill,
