@@ -39,7 +39,9 @@ class PredictionWriter(Callback):
     or a dict holding that list under ``"predictions"`` (as ``VideoLM.test_step`` does); other
     outputs (such as a bare loss) are ignored. With several processes the rows are gathered
     to rank 0, which writes the file. The file is also logged as an artifact to every
-    MLFlowLogger of the trainer.
+    MLFlowLogger of the trainer. Samples the datamodule skipped as bad input (``VideoBatch.skipped``)
+    are counted too: logged, written to ``<file>.summary.json`` beside the file, and logged to MLflow
+    as the metric ``<stage>/skipped_samples``.
 
     Args:
         path: output file; default ``<trainer.default_root_dir>/predictions.jsonl`` for predict and
@@ -54,6 +56,7 @@ class PredictionWriter(Callback):
         self.path = path
         self.stages = tuple(stages)
         self.rows: list[dict[str, Any]] = []
+        self.skipped = 0
         self.written: dict[str, Path] = {}
 
     def output_path(self, trainer: Trainer, stage: str) -> Path:
@@ -63,17 +66,18 @@ class PredictionWriter(Callback):
         name = "predictions.jsonl" if stage == "predict" else f"predictions-{stage}.jsonl"
         return Path(trainer.default_root_dir) / name
 
-    def _collect(self, stage: str, outputs: Any) -> None:
+    def _collect(self, stage: str, outputs: Any, batch: Any) -> None:
+        self.skipped += int(getattr(batch, "skipped", 0))
         if isinstance(outputs, dict):  # e.g. VideoLM.test_step: {"loss", "predictions"}
             outputs = outputs.get("predictions")
         if stage in self.stages and isinstance(outputs, list):
             self.rows.extend(_jsonable(row) for row in outputs if isinstance(row, dict))
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.rows = []
+        self.rows, self.skipped = [], 0
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.rows = []
+        self.rows, self.skipped = [], 0
 
     def on_predict_batch_end(
         self,
@@ -84,7 +88,7 @@ class PredictionWriter(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._collect("predict", outputs)
+        self._collect("predict", outputs, batch)
 
     def on_test_batch_end(
         self,
@@ -95,7 +99,7 @@ class PredictionWriter(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._collect("test", outputs)
+        self._collect("test", outputs, batch)
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer, "predict")
@@ -104,16 +108,17 @@ class PredictionWriter(Callback):
         if "test" in self.stages:
             self._write(trainer, "test")
 
-    def _gather(self) -> list[dict[str, Any]]:
+    def _gather(self) -> tuple[list[dict[str, Any]], int]:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self.rows
-        gathered: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, self.rows)
-        return [row for part in gathered for row in part or []]
+            return self.rows, self.skipped
+        gathered: list[tuple[list[dict[str, Any]], int] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (self.rows, self.skipped))
+        parts = [part for part in gathered if part is not None]
+        return [row for rows, _ in parts for row in rows], sum(n for _, n in parts)
 
     def _write(self, trainer: Trainer, stage: str) -> None:
-        rows = self._gather()
-        self.rows = []
+        rows, skipped = self._gather()
+        self.rows, self.skipped = [], 0
         if not trainer.is_global_zero:
             return
         path = self.output_path(trainer, stage)
@@ -121,11 +126,15 @@ class PredictionWriter(Callback):
         with path.open("w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        summary = path.with_name(path.name + ".summary.json")
+        summary.write_text(json.dumps({"stage": stage, "predictions": len(rows), "skipped_samples": skipped}))
         self.written[stage] = path
-        log.info("wrote %d %s predictions to %s", len(rows), stage, path)
+        log.info("wrote %d %s predictions to %s (%d bad samples skipped)", len(rows), stage, path, skipped)
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 logger.experiment.log_artifact(logger.run_id, str(path))
+                logger.experiment.log_artifact(logger.run_id, str(summary))
+                logger.experiment.log_metric(logger.run_id, f"{stage}/skipped_samples", float(skipped))
 
 
 __all__ = ["PredictionWriter"]

@@ -10,7 +10,9 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
+from datamodules.video import VideoDataModule
 from lightning_viper.callbacks.predictions import PredictionWriter
+from tests.data.fixtures import annotation, good_sample, grey_video, make_shards
 
 
 class RowsModule(LightningModule):
@@ -71,7 +73,26 @@ def test_logs_artifact_to_mlflow(tmp_path: Path) -> None:
     )
     _trainer(tmp_path, PredictionWriter(), logger).predict(RowsModule(), _loader(), return_predictions=False)
     names = [a.path for a in logger.experiment.list_artifacts(logger.run_id)]
-    assert names == ["predictions.jsonl"]
+    assert sorted(names) == ["predictions.jsonl", "predictions.jsonl.summary.json"]
+    assert logger.experiment.get_run(logger.run_id).data.metrics["predict/skipped_samples"] == 0.0
+
+
+def test_predict_counts_skipped_samples(tmp_path: Path, demo_tokenizer_dir: Path) -> None:
+    """Bad samples met by ``lightning predict`` are counted in the summary and in MLflow."""
+    bad = [("cut", {"mp4": grey_video(2)[:50], "json": annotation()}), ("nojson", {"mp4": grey_video(2)})]
+    (shard,) = make_shards(tmp_path / "shards", [[good_sample("a", 2), *bad, good_sample("b", 2)]])
+    dm = VideoDataModule(predict=str(shard), tokenizer=str(demo_tokenizer_dir), image_size=8, batch_size=1)
+    logger = MLFlowLogger(experiment_name="p", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    class Echo(RowsModule):
+        def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
+            return [{"key": m["key"]} for m in batch.meta]
+
+    writer = PredictionWriter()
+    _trainer(tmp_path, writer, logger).predict(Echo(), datamodule=dm, return_predictions=False)
+    summary = json.loads((tmp_path / "predictions.jsonl.summary.json").read_text())
+    assert summary == {"stage": "predict", "predictions": 2, "skipped_samples": 2}
+    assert logger.experiment.get_run(logger.run_id).data.metrics["predict/skipped_samples"] == 2.0
 
 
 def test_unknown_stage_is_rejected() -> None:
