@@ -24,6 +24,7 @@ def verbs() -> dict[str, Any]:
     from lightning_viper.bench.train import bench_train
     from lightning_viper.compare import compare
     from lightning_viper.data.bench import bench_data
+    from lightning_viper.data.bench_memory import bench_data_memory
     from lightning_viper.data.pack import pack
     from lightning_viper.data.synth import synth
     from lightning_viper.text.bpe import train_tokenizer
@@ -35,6 +36,7 @@ def verbs() -> dict[str, Any]:
         "tokenizer": train_tokenizer,
         "bench": {
             "data": bench_data,
+            "data_memory": bench_data_memory,
             "prefill": bench_prefill,
             "train": bench_train,
             "breakdown": bench_breakdown,

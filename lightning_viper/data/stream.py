@@ -284,7 +284,8 @@ class TrainStream(IterableDataset):
 
     Each source resamples its shards (``ResampledShards``); a sample is drawn from a source with
     probability proportional to its weight; ``shuffle_buffer`` encoded samples are shuffled before
-    decoding. Everything random is seeded from ``seed``, the rank, the worker and the epoch, so a
+    decoding (the first is handed out once ``shuffle_initial`` are buffered; the buffer then grows by
+    one per sample handed out until full). Everything random is seeded from ``seed``, the rank, the worker and the epoch, so a
     pass is reproducible, differs between ranks, workers and epochs, and can be replayed: a resumed
     reader skips (without decoding) the encoded samples its position says were consumed.
     ``set_position`` is called by the datamodule's loader before each pass (in the main process;
@@ -301,6 +302,7 @@ class TrainStream(IterableDataset):
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        shuffle_initial: int = 100,
     ) -> None:
         if len(sources) != len(weights) or not sources:
             raise ValueError("give one weight per train source")
@@ -310,7 +312,7 @@ class TrainStream(IterableDataset):
             raise ValueError(f"shuffle_buffer must be >= 1 (1 = no shuffling), got {shuffle_buffer}")
         self.sources, self.weights = [list(s) for s in sources], [float(w) for w in weights]
         self.decode, self.epoch_samples, self.shuffle_buffer, self.seed = decode, epoch_samples, shuffle_buffer, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.shuffle_initial = rank, world_size, shuffle_initial
         self.position = StreamPosition()
         self._passes = 0  # passes run in this process without set_position (plain iteration)
 
@@ -326,7 +328,7 @@ class TrainStream(IterableDataset):
             shards = wds.ResampledShards(urls, seed=_seed(f"{seed}-{s}"), worker_seed=lambda: 0, deterministic=True)
             streams.append(read_shards(shards, counter, max_empty=20 + 2 * len(urls)))
         mixed = _mix(streams, self.weights, random.Random(f"{seed}-mix"))
-        initial = min(self.shuffle_buffer, 100)
+        initial = min(self.shuffle_buffer, self.shuffle_initial)
         return wds.shuffle(self.shuffle_buffer, initial=initial, rng=random.Random(f"{seed}-shuffle"))(mixed)
 
     def __iter__(self) -> Iterator[Sample]:
