@@ -52,3 +52,35 @@ def make_shards(directory: Path, shards: Sequence[Sequence[tuple[str, dict[str, 
         write_shard(path, samples)
         paths.append(path)
     return paths
+
+
+def noisy_frames(num_frames: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """(F, S, S, 3) uint8 random frames: they do not compress, so a file's bytes grow with its frames."""
+    return np.random.default_rng(seed).integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
+
+
+def truncated_webm(num_frames: int = 16, keep: float = 0.5) -> bytes:
+    """A VP9 WebM of ``num_frames`` s (1 fps, keyframe every 4 frames) cut after ``keep`` of its bytes:
+    the header still declares the full duration, the frames after the cut are gone."""
+    data = encode_video(noisy_frames(num_frames), codec="libvpx-vp9", container_format="webm", gop=4)
+    return data[: int(len(data) * keep)]
+
+
+def quadrant_frames(num_frames: int = 2, height: int = 32, width: int = 64) -> np.ndarray:
+    """(F, H, W, 3) uint8: dark, with the top-left quadrant bright (orientation is observable)."""
+    frames = np.full((num_frames, height, width, 3), 30, dtype=np.uint8)
+    frames[:, : height // 2, : width // 2] = 220
+    return frames
+
+
+def bright_quadrant(frame: Any) -> str:
+    """Which quadrant of a (3, S, S) frame is brightest: "top-left", "top-right", "bottom-left", "bottom-right"."""
+    grey = frame.float().mean(0)  # (S, S)
+    h, w = grey.shape[0] // 2, grey.shape[1] // 2
+    means = {
+        "top-left": grey[:h, :w].mean(),
+        "top-right": grey[:h, w:].mean(),
+        "bottom-left": grey[h:, :w].mean(),
+        "bottom-right": grey[h:, w:].mean(),
+    }
+    return max(means, key=lambda name: float(means[name]))

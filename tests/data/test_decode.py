@@ -1,11 +1,28 @@
 from __future__ import annotations
 
+import io
+
+import av
 import numpy as np
 import pytest
 
-from lightning_viper.data.decode import DecodeError, decode_image, decode_video, sample_times
+from lightning_viper.data.decode import (
+    DecodeError,
+    TruncatedVideo,
+    decode_image,
+    decode_video,
+    probe_video,
+    sample_times,
+)
 from lightning_viper.data.video_io import encode_video
-from tests.data.fixtures import grey_frames, grey_level, grey_video
+from tests.data.fixtures import (
+    bright_quadrant,
+    grey_frames,
+    grey_level,
+    grey_video,
+    quadrant_frames,
+    truncated_webm,
+)
 
 
 def levels(frames) -> list[int]:
@@ -132,3 +149,60 @@ def test_corrupt_and_truncated_videos_raise_decode_error() -> None:
         decode_video(data[: len(data) // 2], image_size=16)
     with pytest.raises(DecodeError):
         decode_image(b"\x89PNG broken", image_size=16)
+
+
+@pytest.mark.parametrize(("codec", "fmt"), [("mpeg4", "matroska"), ("libvpx-vp9", "webm")])
+def test_matroska_start_offset_without_stream_duration(codec: str, fmt: str) -> None:
+    # 5 frames shown at 2.5, 3.5, ..., 6.5 s: 5 s of video whose headers give no stream duration
+    data = encode_video(grey_frames(5), pts=[2.5 + i for i in range(5)], codec=codec, container_format=fmt)
+    with av.open(io.BytesIO(data)) as container:  # the case under test: no stream duration, offset start
+        assert container.streams.video[0].duration is None
+        assert container.streams.video[0].start_time == 2500
+    video = decode_video(data, image_size=16, fps=1.0)
+    assert video.duration == pytest.approx(5.0)
+    assert video.timestamps.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # no frozen frames past the end
+    assert_frames_are(video.frames, [0, 1, 2, 3, 4])
+    assert probe_video(data) == pytest.approx(5.0)
+
+
+def test_truncated_webm_raises_and_complete_one_does_not() -> None:
+    whole = truncated_webm(keep=1.0)
+    assert decode_video(whole, image_size=16).frames.shape[0] == 16
+    assert probe_video(whole) == pytest.approx(16.0)
+    cut = truncated_webm(keep=0.5)
+    with av.open(io.BytesIO(cut)) as container:  # still opens and declares 16 s
+        assert container.duration == 16 * av.time_base
+    with pytest.raises(TruncatedVideo, match=r"truncated video: its data ends at \d+\.\d+ s .* declare 16\.00 s"):
+        decode_video(cut, image_size=16, fps=1.0)
+    with pytest.raises(TruncatedVideo, match="truncated video"):
+        decode_video(cut, image_size=16, num_frames=4)  # seeks past the cut
+    with pytest.raises(TruncatedVideo, match="truncated video"):
+        probe_video(cut)
+    early = decode_video(cut, image_size=16, fps=1.0, end=3.0)  # a window before the cut is intact
+    assert early.timestamps.tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("codec", "fmt", "kwargs", "upright", "turns"),
+    [
+        ("mpeg4", "mp4", {}, "top-left", 0),
+        ("mpeg4", "mp4", {"rotation": -90}, "top-right", 3),  # phone filmed upright: turn clockwise
+        ("libx264", "mov", {"rotation": 90}, "bottom-left", 1),
+        ("mpeg4", "mp4", {"rotation": 180}, "bottom-right", 2),
+        ("libvpx-vp9", "webm", {"rotation": -90}, "top-right", 3),
+        ("mpeg4", "matroska", {"metadata": {"rotate": "90"}}, "top-right", 3),  # legacy tag: clockwise
+        ("mpeg4", "matroska", {"metadata": {"rotate": "270"}}, "bottom-left", 1),
+    ],
+)
+def test_display_rotation_is_applied(codec: str, fmt: str, kwargs: dict, upright: str, turns: int) -> None:
+    source = quadrant_frames()  # (2, 32, 64, 3): landscape as stored, top-left quadrant bright
+    data = encode_video(source, codec=codec, container_format=fmt, **kwargs)
+    video = decode_video(data, image_size=32)
+    assert [bright_quadrant(f) for f in video.frames] == [upright, upright]
+    # independent reference: turn the native frame upright first, then area-resize it to 32 x 32
+    native = np.rot90(source[0], turns).astype(np.float32)  # (H', W', 3), portrait when turned
+    h, w = native.shape[0] // 32, native.shape[1] // 32
+    reference = native.reshape(32, h, 32, w, 3).mean(axis=(1, 3))  # (32, 32, 3)
+    got = video.frames[0].permute(1, 2, 0).float().numpy()  # (32, 32, 3)
+    assert np.abs(got - reference).mean() < 6.0
+    assert video.rotation == 90 * turns
