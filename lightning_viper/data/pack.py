@@ -4,7 +4,8 @@ The plan (which record goes to which shard) depends only on the records and file
 makes the same plan and skips every shard already complete (a shard is complete when both
 ``shard-XXXXXX.tar`` and its ``shard-XXXXXX.stats.json`` exist; tars are written under a temporary
 name and renamed). Each record is checked before packing: a missing file, an empty file, an
-unsupported extension or a video PyAV cannot decode is skipped and reported with the reason.
+unsupported extension, a video PyAV cannot decode or one whose data ends before its declared
+duration is skipped and reported with the reason, as is every malformed annotation row.
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
-import av
 from tqdm import tqdm
 
 from lightning_viper.data.adapters import PackRecord, load_records
-from lightning_viper.data.decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from lightning_viper.data.decode import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    DecodeError,
+    TruncatedVideo,
+    decode_image,
+    probe_video,
+)
+from lightning_viper.data.sample import BadSample, check_times, parse_annotation
 from lightning_viper.data.shards import write_shard
 
 log = logging.getLogger(__name__)
@@ -43,23 +51,22 @@ def resolve_media(media_root: Path, name: str) -> Path | None:
 
 
 def probe(path: Path) -> float:
-    """Decode the first frame; return the duration in seconds (0.0 for an image).
+    """Check a media file decodes; return its duration in seconds (0.0 for an image).
+
+    A video is decoded at its first frame and from the keyframe before its declared end to the end
+    of the file (:func:`probe_video`), so a file cut short is caught without decoding all of it.
 
     Raises:
-        ValueError: PyAV cannot open or decode the file.
+        ValueError: the reason, starting with "truncated video" or "undecodable".
     """
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError("no video stream")
-            stream = container.streams.video[0]
-            next(container.decode(stream))
-            if path.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS:
-                return 0.0
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            return float(container.duration or 0) / av.time_base
-    except (av.FFmpegError, StopIteration, OSError) as exn:
+        if path.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS:
+            decode_image(path, image_size=8)
+            return 0.0
+        return probe_video(path)
+    except TruncatedVideo as exn:
+        raise ValueError(str(exn)) from exn
+    except DecodeError as exn:
         raise ValueError(f"undecodable: {exn}") from exn
 
 
@@ -75,6 +82,27 @@ def _check(record: PackRecord, media_root: Path) -> tuple[Path | None, str | Non
     return path, None
 
 
+def _prepare(record: PackRecord, root: Path, check: bool) -> tuple[Path | None, dict[str, Any], str | None]:
+    """(media path, annotation with the probed duration, None), or (None, ..., why it is skipped).
+    The annotation is validated as the reader will (:func:`parse_annotation`, :func:`check_times`)."""
+    path, reason = _check(record, root)
+    ann = dict(record.annotation)
+    if path is None:
+        return None, ann, reason
+    try:
+        duration = probe(path) if check else None
+        if duration is not None:
+            ann.setdefault("duration", duration)
+        parsed = parse_annotation(json.dumps(ann).encode(), record.key)
+        if duration is not None:
+            check_times(parsed, duration, record.key)
+    except BadSample as exn:
+        return None, ann, f"bad annotation: {exn}"
+    except ValueError as exn:
+        return None, ann, str(exn)
+    return path, ann, None
+
+
 def pack_shard(tar_path: str, records: list[dict[str, Any]], media_root: str, check: bool = True) -> dict[str, Any]:
     """Write one shard from ``records`` (dicts of :class:`PackRecord`); returns its stats (also
     written next to it as ``.stats.json``, the mark of a finished shard)."""
@@ -86,13 +114,7 @@ def pack_shard(tar_path: str, records: list[dict[str, Any]], media_root: str, ch
         nonlocal written
         for item in records:
             record = PackRecord(**item)
-            path, reason = _check(record, root)
-            ann = dict(record.annotation)
-            if path is not None and check:
-                try:
-                    ann.setdefault("duration", probe(path))
-                except ValueError as exn:
-                    path, reason = None, str(exn)
+            path, ann, reason = _prepare(record, root, check)
             if path is None:
                 skipped.append({"key": record.key, "media": record.media, "reason": reason or "?"})
                 continue
@@ -145,17 +167,20 @@ def pack(
         shard_size_mb: target shard size in MiB (a single larger file gets a shard of its own).
         workers: processes writing shards in parallel (1: in this process).
         prefix: shard file name prefix.
-        check: decode the first frame of every file and record the duration (skips undecodable ones).
+        check: decode the first frame and the last keyframe interval of every file and record the
+            duration (skips undecodable and truncated ones).
         limit: pack only the first ``limit`` records (a quick trial).
 
     Returns:
         The summary (also in ``out_dir/summary.json``): shards, counts written/skipped, skip reasons,
-        bytes, and how many shards were reused from an earlier run.
+        every skipped record (key, media, reason) and malformed row (row, id, reason), bytes, and
+        how many shards were reused from an earlier run.
     """
     root, out = Path(media_root), Path(out_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"media root {media_root!r} is not a directory")
-    records = load_records(annotations, format)[:limit]
+    records, bad_rows = load_records(annotations, format)
+    records = records[:limit]
     plan = plan_shards(records, root, int(shard_size_mb * (1 << 20)))
     out.mkdir(parents=True, exist_ok=True)
     results: dict[int, dict[str, Any]] = {}
@@ -181,13 +206,14 @@ def pack(
             bar.update()
     bar.close()
     ordered = [results[i] for i in sorted(results)]
-    skipped = [s for r in ordered for s in r["skipped"]]
+    skipped = bad_rows + [s for r in ordered for s in r["skipped"]]
     summary = {
         "annotations": annotations,
         "format": format,
         "out_dir": str(out),
         "shards": [r["shard"] for r in ordered if r["shard"]],
         "num_records": len(records),
+        "num_bad_rows": len(bad_rows),
         "num_written": sum(r["written"] for r in ordered),
         "num_skipped": len(skipped),
         "skipped_by_reason": dict(Counter(s["reason"].split(":")[0] for s in skipped)),

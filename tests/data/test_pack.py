@@ -10,7 +10,7 @@ import pytest
 from datamodules.video import VideoDataModule
 from lightning_viper.data.adapters import load_records
 from lightning_viper.data.pack import pack
-from tests.data.fixtures import grey_video
+from tests.data.fixtures import grey_video, truncated_webm
 
 
 @pytest.fixture
@@ -117,7 +117,8 @@ def test_charades_txt_and_json(tmp_path: Path, media: Path, demo_tokenizer_dir: 
     assert [m["num_frames"] for m in samples] == [5, 6]
     js = tmp_path / "charades.json"
     js.write_text(json.dumps({"v0": {"timestamps": [[0, 1], [1, 2]], "sentences": ["a", "b"]}}))
-    records = load_records(js, "charades")
+    records, bad = load_records(js, "charades")
+    assert bad == []
     assert [(r.media, r.annotation["span"]) for r in records] == [("v0", [0.0, 1.0]), ("v0", [1.0, 2.0])]
 
 
@@ -130,3 +131,47 @@ def test_bad_format_and_missing_inputs(tmp_path: Path, media: Path) -> None:
         pack(str(ann), str(tmp_path / "nope"), str(tmp_path / "o"), "videomme", workers=1)
     with pytest.raises(FileNotFoundError, match="annotation file"):
         pack(str(tmp_path / "x.json"), str(media), str(tmp_path / "o"), "videomme", workers=1)
+
+
+def test_pack_check_skips_a_truncated_webm(tmp_path: Path, media: Path) -> None:
+    (media / "cut.webm").write_bytes(truncated_webm())
+    (media / "whole.webm").write_bytes(truncated_webm(keep=1.0))
+    rows = [{"videoID": v, "question": "Q?", "options": ["A. a", "B. b"], "answer": "B"} for v in ("cut", "whole")]
+    ann = tmp_path / "mme.jsonl"
+    ann.write_text("\n".join(json.dumps(r) for r in rows))
+    summary = pack(str(ann), str(media), str(tmp_path / "out"), "videomme", workers=1)
+    assert summary["num_written"] == 1 and summary["num_skipped"] == 1
+    assert summary["skipped_by_reason"] == {"truncated video": 1}
+    (skip,) = summary["skipped"]
+    assert skip["media"] == "cut" and "declare 16.00 s" in skip["reason"]
+
+
+def test_pack_skips_and_lists_malformed_rows(tmp_path: Path, media: Path) -> None:
+    turns = [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "red"}]
+    rows = [
+        {"id": "good", "video": "v0.mp4", "conversations": turns},
+        {"id": "one-turn", "video": "v1.mp4", "conversations": turns[:1]},
+        {"id": "no-video", "conversations": turns},
+        {"id": "good2", "video": "v2.mp4", "conversations": turns},
+    ]
+    ann = tmp_path / "llava.json"
+    ann.write_text(json.dumps(rows))
+    summary = pack(str(ann), str(media), str(tmp_path / "llava"), "llava_video", workers=1)
+    assert summary["num_written"] == 2 and summary["num_bad_rows"] == 2 and summary["num_skipped"] == 2
+    assert [(s["row"], s["id"]) for s in summary["skipped"]] == [(1, "one-turn"), (2, "no-video")]
+    assert "needs >= 2 conversation turns" in summary["skipped"][0]["reason"]
+    assert summary["skipped_by_reason"] == {"bad row": 2}
+    txt = tmp_path / "charades.txt"
+    txt.write_text("v2 0.5 2.0##a person opens a door.\nv3 1.0##no end time\nv3 x 2##not a number\nv3 1 2##ok\n")
+    summary = pack(str(txt), str(media), str(tmp_path / "charades"), "charades", workers=1)
+    assert summary["num_written"] == 2 and summary["num_bad_rows"] == 2
+    assert [(s["row"], s["id"]) for s in summary["skipped"]] == [(1, "v3"), (2, "v3")]
+    assert "is not '<vid> <start> <end>##<sentence>'" in summary["skipped"][0]["reason"]
+
+
+def test_pack_skips_annotations_the_reader_would_reject(tmp_path: Path, media: Path) -> None:
+    txt = tmp_path / "charades.txt"
+    txt.write_text("v2 0.5 2.0##inside\nv2 1.0 40.0##past the end of a 5 s video\n")
+    summary = pack(str(txt), str(media), str(tmp_path / "out"), "charades", workers=1)
+    assert summary["num_written"] == 1 and summary["skipped_by_reason"] == {"bad annotation": 1}
+    assert "annotation 'span' [1.0, 40.0] is outside the video" in summary["skipped"][0]["reason"]
