@@ -1,9 +1,10 @@
 """The ``viper`` console script: the project's own verbs.
 
 viper synth   OUT_DIR [--num_samples ...]     synthetic long-video shards
-viper pack    --annotations ... --media_root ... --out_dir ... --format ...
+viper pack    ANNOTATIONS MEDIA_ROOT OUT_DIR {llava_video,videomme,charades} [--shard_size_mb 256]
+              [--workers 4] [--prefix shard] [--check true] [--limit N]   real data -> shards
 viper compare recipes/compare/demo.yaml [--overrides ...]
-viper bench   data | prefill | train ...
+viper bench   data | data_memory | prefill | train | breakdown ...
 viper tokenizer '[SHARDS_OR_ANNOTATIONS,...]' OUT_DIR [--vocab_size 8000]   byte-level BPE
 """
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import inspect
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from jsonargparse import auto_cli
 
 from datamodules.video import VideoDataModule
 from lightning_viper.data.adapters import load_records
@@ -175,3 +178,21 @@ def test_pack_skips_annotations_the_reader_would_reject(tmp_path: Path, media: P
     summary = pack(str(txt), str(media), str(tmp_path / "out"), "charades", workers=1)
     assert summary["num_written"] == 1 and summary["skipped_by_reason"] == {"bad annotation": 1}
     assert "annotation 'span' [1.0, 40.0] is outside the video" in summary["skipped"][0]["reason"]
+
+
+def test_viper_usage_text_matches_the_pack_signature(tmp_path: Path, media: Path) -> None:
+    from lightning_viper.cli import viper
+
+    doc = viper.__doc__ or ""
+    start = doc.index("viper pack")
+    usage = doc[start : doc.index("\nviper ", start + 1)]  # the pack entry, continuation lines included
+    required = [n for n, p in inspect.signature(pack).parameters.items() if p.default is inspect.Parameter.empty]
+    optional = [n for n in inspect.signature(pack).parameters if n not in required]
+    positionals = usage.split("[", 1)[0].split()[2:]
+    assert len(positionals) == len(required), (positionals, required)
+    assert set(re.findall(r"--(\w+)", usage)) <= set(optional)
+    ann = tmp_path / "mme.jsonl"
+    ann.write_text(json.dumps({"videoID": "v1", "question": "Q?", "options": ["A. a", "B. b"], "answer": "B"}))
+    args = ["pack", str(ann), str(media), str(tmp_path / "out"), "videomme", "--workers", "1", "--limit", "1"]
+    auto_cli({"pack": pack}, args=args, as_positional=True)  # how viper.main parses it
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["num_written"] == 1
