@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,9 @@ class MLflowLogger(MLFlowLogger):
                 "use a database URI such as sqlite:///mlflow.db or an http(s):// tracking server"
             )
         self.explicit_run_name = run_name
+        self.continues_run = run_id is not None  # a test, or a fit resumed from a checkpoint
+        self._final_status: str | None = None  # set by mark_final_status, used by finalize
+        self._logged_until: dict[str, int] = {}  # metric key -> last step the run holds (resume)
         super().__init__(
             experiment_name=experiment_name,
             run_name=run_name,
@@ -75,6 +80,67 @@ class MLflowLogger(MLFlowLogger):
     @rank_zero_only
     def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.experiment.log_artifact(self.run_id, str(path), artifact_path)
+
+    def mark_final_status(self, status: str) -> None:
+        """End the run with ``status`` (e.g. ``KILLED``) whatever Lightning's ``finalize`` asks for."""
+        self._final_status = status
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        super().finalize(self._final_status or status)
+
+    @rank_zero_only
+    def resume_fit(self, step: int) -> None:
+        """This session continues the run's fit from a checkpoint at global step ``step``.
+
+        Sets the run RUNNING again and tags it (``resumed_from_step``, ``resumes``; after an
+        interruption, i.e. any status but FINISHED: ``interrupted``, ``interruptions``,
+        ``last_interruption``). MLflow's metric history is append-only, so steps the interrupted
+        session logged after its last checkpoint are kept and the replayed steps are not logged
+        again: each key's history stays one value per step, and the ``replayed_steps`` tag names
+        the steps whose values come from the interrupted session.
+        """
+        client = self.experiment
+        run = client.get_run(self.run_id)
+        previous, tags = run.info.status, run.data.tags
+        self._logged_until = {
+            key: max((m.step for m in client.get_metric_history(self.run_id, key)), default=-1)
+            for key in run.data.metrics
+        }
+        new: dict[str, Any] = {"resumed_from_step": step, "resumes": int(tags.get("resumes", 0)) + 1}
+        if previous != "FINISHED":
+            reason = tags.get("killed_by") or tags.get("failure_reason")
+            if previous == "RUNNING":
+                reason = "the process ended without closing the run (kill -9, out of memory, lost machine)"
+            new["interrupted"] = "true"
+            new["interruptions"] = int(tags.get("interruptions", 0)) + 1
+            new["last_interruption"] = f"{previous}: {reason}"[:5000] if reason else previous
+        high = max(self._logged_until.values(), default=-1)
+        if high >= step:
+            new["replayed_steps"] = f"{step}-{high}"
+        self.set_tags(new)
+        for key in ("killed_by", "killed_at_step", "failure_reason", "nan_guard_step"):
+            if key in tags:
+                client.delete_tag(self.run_id, key)
+        client.update_run(self.run_id, status="RUNNING")
+        replay = f"; steps {step}-{high} were logged before the interruption and are not logged again"
+        log.info("MLflow run %s (%s) resumed at step %d%s", self.run_id, previous, step, replay if high >= step else "")
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self._logged_until:  # a resumed fit: skip the steps the run already holds
+            at = step or 0
+            metrics = {k: v for k, v in metrics.items() if at > self._logged_until.get(_mlflow_key(k), -1)}
+            if at > max(self._logged_until.values()):
+                self._logged_until = {}
+            if not metrics:
+                return
+        super().log_metrics(metrics, step)
+
+
+def _mlflow_key(key: str) -> str:
+    """A metric key as Lightning's MLFlowLogger stores it (characters MLflow refuses removed)."""
+    return re.sub("[^a-zA-Z0-9_/. -]+", "", key)
 
 
 def remember_run(directory: str | Path, logger: MLflowLogger) -> None:
