@@ -46,3 +46,10 @@ def test_override_of_compression_parses() -> None:
     (stage,) = config.model.init_args.compression
     assert stage.class_path == "lightning_viper.compression.TransV"
     assert stage.init_args.keep == 0.25
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
+def test_recipe_guards_long_runs(recipe: Path) -> None:
+    """Every recipe stops on NaN, saves on SIGTERM/SIGINT and writes prediction files."""
+    names = {str(cb.class_path).rsplit(".", 1)[-1] for cb in parse_recipe(recipe).trainer.callbacks}
+    assert {"NanGuard", "Preemption", "ModelCheckpoint", "PredictionWriter"} <= names, names
