@@ -10,7 +10,7 @@ at once: no checkpoint, run KILLED, exit 1.
 A signal sent to the whole process group (a terminal's Ctrl+C, SLURM's preemption) also reaches
 DataLoader workers: torch's workers die on SIGTERM, and torch's SIGCHLD handler in the main
 process would then raise in the middle of the step. After the first signal that handler is set
-back to the default, so the step finishes and the fit stops as above; the fit needs no further
+replaced by a no-op, so the step finishes and the fit stops as above; the fit needs no further
 batch from the dead worker.
 
 A fit resumed from a checkpoint (``--ckpt_path last``) into the run recorded next to the
@@ -38,6 +38,11 @@ from lightning_viper.tracking.mlflow import MLflowLogger
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _child_exited(signum: int, frame: FrameType | None) -> None:
+    """SIGCHLD after a preemption signal: nothing to do (a no-op handler rather than SIG_DFL, so a
+    SIGCHLD already pending finds a handler)."""
 
 
 class Preemption(Callback):
@@ -77,7 +82,7 @@ class Preemption(Callback):
             return
         self.signum = signum
         if hasattr(signal, "SIGCHLD"):
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a worker dying of this signal must not end the step
+            signal.signal(signal.SIGCHLD, _child_exited)  # a worker dying of this signal must not end the step
         step = self._trainer.global_step if self._trainer is not None else -1
         log.warning(
             "received %s at step %d: stopping after this step and saving a checkpoint (Ctrl+C again stops at once)",
@@ -93,6 +98,13 @@ class Preemption(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, MLflowLogger) and logger.continues_run:
                 logger.resume_fit(trainer.global_step)
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn == "fit":
+            return
+        for logger in trainer.loggers:  # a test of a fit's checkpoint logs at the checkpoint's step
+            if isinstance(logger, MLflowLogger) and logger.keeps_status:
+                logger.log_at_step(int(checkpoint.get("global_step", 0)))
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._install(trainer)  # also covers the sanity check, which runs before on_train_start
@@ -118,7 +130,7 @@ class Preemption(Callback):
         else:
             saved, outcome = self._save_last(trainer)
         for logger in trainer.loggers:
-            if isinstance(logger, MLflowLogger):
+            if isinstance(logger, MLflowLogger) and not logger.keeps_status:  # not a test in a fit's run
                 logger.set_tags({"killed_by": f"{name}: {outcome}"[:5000], "killed_at_step": step})
                 logger.mark_final_status("KILLED")
         if isinstance(exception, SIGTERMException):
@@ -136,7 +148,7 @@ class Preemption(Callback):
         previous = cb.last_model_path
         cb.last_model_path = str(path)  # the saved ModelCheckpoint state names this file as the last one
         try:
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)  # full state: resumable
             if trainer.is_global_zero:
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())

@@ -21,6 +21,7 @@ from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from lightning_viper.callbacks.nan_guard import NonFiniteTrainingError
 from lightning_viper.module import VideoLM
 from lightning_viper.tracking.flatten import flatten_config
 from lightning_viper.tracking.mlflow import MLflowLogger, recall_run, remember_run
@@ -44,6 +45,8 @@ class TrackedConfig(SaveConfigCallback):
             if not logger.explicit_run_name:
                 tags["mlflow.runName"] = f"{recipe}-{strategy}"
             logger.set_tags(tags)
+            if stage_name != "fit" and logger.continues_run:
+                logger.keep_run_status()  # a test of the fit's checkpoint leaves the fit's status
             path = Path(trainer.default_root_dir) / f"config-{stage_name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(config_text)
@@ -134,7 +137,11 @@ def parse_recipe(path: str | Path, *overrides: str) -> Any:
 
 def main(args: Any = None) -> None:
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
-    VideoCLI(args=args)
+    try:
+        VideoCLI(args=args)
+    except NonFiniteTrainingError as error:  # the message names the steps and what to do; no traceback
+        log.error("%s", error)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

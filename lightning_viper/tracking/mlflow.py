@@ -4,7 +4,8 @@ MLflow 3 refuses its old file store, and Lightning's MLFlowLogger defaults to ``
 so this logger defaults to ``sqlite:///mlflow.db`` (view it with
 ``mlflow ui --backend-store-uri sqlite:///mlflow.db``). A run can be continued by ``run_id``:
 the CLI records each fit's run id next to its checkpoints, so ``lightning test --ckpt_path last``
-logs test metrics into the same run as the fit.
+logs test metrics into the same run as the fit. A fit resumed into its run is marked and never
+logs a step twice (:meth:`MLflowLogger.resume_fit`); statuses are described in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class MLflowLogger(MLFlowLogger):
         self.explicit_run_name = run_name
         self.continues_run = run_id is not None  # a test, or a fit resumed from a checkpoint
         self._final_status: str | None = None  # set by mark_final_status, used by finalize
+        self.keeps_status = False  # set by keep_run_status: finalize leaves the run's status alone
+        self._checkpoint_step: int | None = None  # set by log_at_step: a test's metrics go there
         self._logged_until: dict[str, int] = {}  # metric key -> last step the run holds (resume)
         super().__init__(
             experiment_name=experiment_name,
@@ -85,9 +88,20 @@ class MLflowLogger(MLFlowLogger):
         """End the run with ``status`` (e.g. ``KILLED``) whatever Lightning's ``finalize`` asks for."""
         self._final_status = status
 
+    def keep_run_status(self) -> None:
+        """This session (test, validate, predict) logs into a fit's run: leave the status the fit
+        gave the run (FINISHED, KILLED, FAILED) as it is, instead of ending it again."""
+        self.keeps_status = True
+
+    def log_at_step(self, step: int) -> None:
+        """Log this (test, validate, predict) session's metrics at ``step``, the global step of the
+        checkpoint it evaluates, instead of Lightning's 0."""
+        self._checkpoint_step = step
+
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        super().finalize(self._final_status or status)
+        if not self.keeps_status:
+            super().finalize(self._final_status or status)
 
     @rank_zero_only
     def resume_fit(self, step: int) -> None:
@@ -128,6 +142,11 @@ class MLflowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.keeps_status:  # a test in a fit's run: Lightning's `epoch` (0 here) belongs to the fit
+            metrics = {k: v for k, v in metrics.items() if k != "epoch"}
+            step = self._checkpoint_step if self._checkpoint_step is not None else step
+            if not metrics:
+                return
         if self._logged_until:  # a resumed fit: skip the steps the run already holds
             at = step or 0
             metrics = {k: v for k, v in metrics.items() if at > self._logged_until.get(_mlflow_key(k), -1)}
