@@ -119,10 +119,14 @@ class VideoLM(LightningModule):
     def load_parts(self, path: str, parts: list[str]) -> None:
         """Copy the weights of ``parts`` from a Lightning checkpoint; strict within each part."""
         from lightning_viper.backbones.loading import CheckpointError, load_strict
+        from lightning_viper.checkpoint_io import load_checkpoint
 
         if not os.path.isfile(path):
             raise CheckpointError(f"init_from checkpoint {path!r} does not exist: train the earlier stage first")
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+        checkpoint = load_checkpoint(path, "init_from checkpoint")  # weights_only: never runs pickled code
+        if "state_dict" not in checkpoint:
+            raise CheckpointError(f"init_from checkpoint {path!r} has no 'state_dict': not a Lightning checkpoint")
+        state = checkpoint["state_dict"]
         for name in parts:
             prefix = f"{name}."
             sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
