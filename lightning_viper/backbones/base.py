@@ -5,11 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
+from lightning_viper.backbones.attention import AttentionLayer, GQAttention
+from lightning_viper.backbones.cache import BackboneCache, LayerCache
+from lightning_viper.backbones.norm import RMSNorm
+from lightning_viper.backbones.scores import query_attention
 from lightning_viper.sequence import SequenceState
 
 if TYPE_CHECKING:
@@ -38,17 +43,50 @@ class BackboneOutput:
     stages: list[StageRecord] = field(default_factory=list)
 
 
+class BackboneLayer(Protocol):
+    """The contract every layer of ``Backbone.layers`` follows (see :class:`Backbone`)."""
+
+    def __call__(
+        self, hidden: Tensor, mask: Tensor, segment: Tensor, position: Tensor | None, cache: Any = None
+    ) -> Tensor: ...
+
+    def step(self, hidden: Tensor, segment: Tensor, cache: Any) -> Tensor: ...
+
+    def new_cache(self) -> LayerCache: ...
+
+
 class Backbone(nn.Module, ABC):
     """An LLM as a stack of layers, an embedding, a final norm and an LM head.
 
-    Subclasses build ``self.layers`` (an ``nn.ModuleList``) whose items are called as
-    ``layer(hidden, state, cache=...)`` and set ``layer_kinds``; the loop below is shared.
+    A family builds ``self.layers`` (an ``nn.ModuleList``), sets ``layer_kinds`` and implements
+    ``embed``, ``final_norm``, ``logits``, ``attention_module`` and ``attention_norm``. The layer
+    loop, chunked prefill, gradient checkpointing, the generation cache, decoding and attention
+    scores are shared. Every layer follows one contract:
+
+    * ``layer(hidden, mask, segment, position, cache)``: (B, T, D) -> (B, T, D), residual included;
+      appends what it saw to ``cache`` (its own entry of the :class:`BackboneCache`) when given;
+    * ``layer.step(hidden, segment, cache)``: one new token per row, (B, 1, D) -> (B, 1, D);
+    * ``layer.new_cache()``: its empty cache entry (a ``KVCache``, a ``MambaLayerCache`` or None).
     """
 
     hidden_size: int
     vocab_size: int
     layer_kinds: tuple[LayerKind, ...]
     layers: nn.ModuleList
+    gradient_checkpointing: bool = False
+    prefill_chunk: int | None = None
+
+    def set_runtime(self, gradient_checkpointing: bool, prefill_chunk: int | None) -> None:
+        """``gradient_checkpointing`` recomputes each layer in backward (training, no cache);
+        ``prefill_chunk`` runs every layer over the sequence in chunks of that many tokens
+        (layer-major, so compression stages still see the whole sequence between layers)."""
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be a positive number of tokens or None, got {prefill_chunk}")
+        self.gradient_checkpointing = gradient_checkpointing
+        self.prefill_chunk = prefill_chunk
+
+    def layer_at(self, index: int) -> BackboneLayer:
+        return cast(BackboneLayer, self.layers[index])
 
     @property
     def num_layers(self) -> int:
@@ -56,6 +94,18 @@ class Backbone(nn.Module, ABC):
 
     def is_attention_layer(self, layer: int) -> bool:
         return self.layer_kinds[layer] in ("attention", "decoder")
+
+    @property
+    def attention_layers(self) -> list[int]:
+        return [i for i in range(self.num_layers) if self.is_attention_layer(i)]
+
+    def require_attention_layer(self, layer: int, who: str) -> None:
+        """Raise ``ValueError`` naming ``who`` (e.g. a stage's ``describe()``) unless ``layer`` has attention."""
+        if not self.is_attention_layer(layer):
+            raise ValueError(
+                f"{who}: attention-guided selection needs an attention layer, but layer {layer} is "
+                f"{self.layer_kinds[layer]!r}; attention layers of this backbone: {self.attention_layers}"
+            )
 
     @abstractmethod
     def embed(self, input_ids: Tensor) -> Tensor:
@@ -70,29 +120,54 @@ class Backbone(nn.Module, ABC):
         """(..., D) final-normed hidden -> (..., V) logits."""
 
     @abstractmethod
+    def attention_module(self, layer: int) -> GQAttention:
+        """The attention mixer of attention layer ``layer``."""
+
+    @abstractmethod
+    def attention_norm(self, layer: int) -> RMSNorm:
+        """The pre-norm applied to the input of attention layer ``layer`` before its projections."""
+
+    def attention_layer(self, layer: int) -> AttentionLayer:
+        """The typed view of attention layer ``layer`` that compression stages read."""
+        self.require_attention_layer(layer, type(self).__name__)
+        return AttentionLayer(layer, self.attention_module(layer), self.attention_norm(layer))
+
+    # --- the shared layer loop -----------------------------------------------------------------
     def run_layer(self, index: int, hidden: Tensor, state: SequenceState, cache: Any | None) -> Tensor:
-        """Apply layer ``index`` (residual included) to (B, T, D) -> (B, T, D)."""
+        """Apply layer ``index`` (residual included) to (B, T, D) -> (B, T, D); fills ``cache``
+        (a :class:`BackboneCache` from ``new_cache``) when given."""
+        layer_cache: LayerCache = None
+        if cache is not None:
+            if not isinstance(cache, BackboneCache):
+                raise TypeError(
+                    f"{type(self).__name__} needs a BackboneCache from new_cache(), got {type(cache).__name__}"
+                )
+            layer_cache = cache.layers[index]
+            cache.last_segment = state.segment[:, -1].clone()
+        args = (index, hidden, state.mask, state.segment, state.position)
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and cache is None:
+            out: Tensor = checkpoint(self._run_chunked, *args, None, use_reentrant=False)
+            return out
+        return self._run_chunked(*args, layer_cache)
 
-    @abstractmethod
-    def attention_scores(self, layer: int, hidden: Tensor, state: SequenceState) -> Tensor:
-        """Attention that each segment's query token (``state.query_index()``) pays to every
-        token of its own segment at attention layer ``layer``, computed from the layer's own
-        normed q/k projections on ``hidden`` (the input of that layer), softmax over the
-        segment's causal keys, averaged over heads. Returns (B, T) float32, 0 outside."""
-
-    @abstractmethod
-    def attention_module(self, layer: int) -> nn.Module:
-        """The attention mixer of layer ``layer`` (has q_proj, k_proj, v_proj, o_proj,
-        num_heads, num_kv_heads, head_dim) and its pre-norm as ``.norm`` on the block."""
-
-    @abstractmethod
-    def new_cache(self, batch_size: int) -> Any:
-        """An empty generation cache; ``forward(..., cache=c)`` fills it during prefill."""
-
-    @abstractmethod
-    def decode(self, hidden: Tensor, cache: Any) -> Tensor:
-        """One generation step: (B, 1, D) new embeddings appended on the right -> (B, 1, D)
-        final-normed hidden. Updates ``cache``."""
+    def _run_chunked(
+        self, index: int, hidden: Tensor, mask: Tensor, segment: Tensor, position: Tensor, layer_cache: LayerCache
+    ) -> Tensor:
+        """Run one layer, over ``prefill_chunk``-token pieces carrying its cache when set."""
+        layer = self.layer_at(index)
+        t = hidden.shape[1]
+        step = self.prefill_chunk
+        if step is None or t <= step:
+            out: Tensor = layer(hidden, mask, segment, position, layer_cache)
+            return out
+        if layer_cache is None:
+            layer_cache = layer.new_cache()  # scratch state, dropped after this layer
+        pieces = [
+            layer(hidden[:, s : s + step], mask[:, s : s + step], segment[:, s : s + step], position[:, s : s + step],
+                  layer_cache)
+            for s in range(0, t, step)
+        ]  # fmt: skip
+        return torch.cat(pieces, 1)
 
     def forward(
         self,
@@ -115,6 +190,38 @@ class Backbone(nn.Module, ABC):
                 )
             hidden = self.run_layer(index, hidden, state, cache)
         return BackboneOutput(self.final_norm(hidden), state, records)
+
+    # --- generation ----------------------------------------------------------------------------
+    def new_cache(self, batch_size: int) -> Any:
+        """An empty generation cache; ``forward(..., cache=c)`` fills it during prefill."""
+        return BackboneCache(batch_size, [self.layer_at(i).new_cache() for i in range(self.num_layers)])
+
+    def decode(self, hidden: Tensor, cache: Any) -> Tensor:
+        """One generation step: (B, 1, D) new embeddings appended on the right -> (B, 1, D)
+        final-normed hidden. Updates ``cache``."""
+        if not isinstance(cache, BackboneCache) or cache.last_segment is None:
+            raise RuntimeError("decode needs a BackboneCache filled by forward(..., cache=cache) (the prefill)")
+        if hidden.shape[0] != cache.batch_size or hidden.shape[1] != 1:
+            raise ValueError(f"decode takes (B={cache.batch_size}, 1, D) embeddings, got {tuple(hidden.shape)}")
+        segment = cache.last_segment.unsqueeze(1)  # (B, 1)
+        for index in range(self.num_layers):
+            hidden = self.layer_at(index).step(hidden, segment, cache.layers[index])
+        return self.final_norm(hidden)
+
+    # --- attention scores ----------------------------------------------------------------------
+    @torch.no_grad()
+    def attention_scores(
+        self, layer: int, hidden: Tensor, state: SequenceState, queries: Tensor | None = None
+    ) -> Tensor:
+        """Attention that query tokens pay to every token of their own segment at attention layer
+        ``layer``, from the layer's own pre-norm and (rotary) q/k projections on ``hidden`` (B, T, D),
+        the input of that layer: softmax over each query's causal keys in its segment, averaged
+        over heads and over the segment's query tokens.
+
+        ``queries`` (B, T) bool picks the query tokens; None = each segment's query token
+        (``state.query_index()``). Returns (B, T) float32, 0 outside the segments' causal pasts.
+        """
+        return query_attention(self.attention_layer(layer), hidden, state, queries)
 
     @torch.no_grad()
     def param_count(self) -> int:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from lightning_viper.backbones.nemotron_cache import MambaLayerCache
+from lightning_viper.backbones.cache import MambaLayerCache
 from lightning_viper.ops import conv as torch_conv
 from lightning_viper.ops import kernels
 from lightning_viper.ops import ssd as torch_ssd
@@ -106,8 +106,17 @@ class Mamba2Mixer(nn.Module):
         xs, b, c = xbc.split([self.inner, gn, gn], dim=-1)
         return xs, b, c
 
-    def forward(self, x: Tensor, mask: Tensor, segment: Tensor, cache: MambaLayerCache | None = None) -> Tensor:
-        """x (B, T, D), mask (B, T) bool, segment (B, T) long -> (B, T, D). Fills ``cache``."""
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        segment: Tensor,
+        cache: MambaLayerCache | None = None,
+        position: Tensor | None = None,
+    ) -> Tensor:
+        """x (B, T, D), mask (B, T) bool, segment (B, T) long -> (B, T, D). Fills ``cache``.
+
+        ``position`` is part of the mixer contract and unused: the scan carries token order."""
         bsz, t, _ = x.shape
         cuda = self._use_cuda(x)
         keep = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)

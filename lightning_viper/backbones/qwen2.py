@@ -9,28 +9,19 @@ segment, renumbered after compression), attention from :func:`~lightning_viper.o
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
+from lightning_viper.backbones.attention import GQAttention
 from lightning_viper.backbones.base import Backbone, LayerKind
 from lightning_viper.backbones.loading import CheckpointError, load_strict, read_config, read_state_dict, rename_keys
-from lightning_viper.backbones.qwen2_layers import KVCache, Qwen2Attention, Qwen2DecoderLayer, RMSNorm
-from lightning_viper.sequence import SequenceState
+from lightning_viper.backbones.norm import RMSNorm
+from lightning_viper.backbones.qwen2_layers import Qwen2DecoderLayer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Qwen2Cache:
-    """Generation cache: one :class:`KVCache` per layer (their lengths may differ)."""
-
-    batch_size: int
-    layers: list[KVCache] = field(default_factory=list)
 
 
 class Qwen2Backbone(Backbone):
@@ -61,13 +52,10 @@ class Qwen2Backbone(Backbone):
         prefill_chunk: int | None = None,
     ) -> None:
         super().__init__()
-        if prefill_chunk is not None and prefill_chunk < 1:
-            raise ValueError(f"prefill_chunk must be a positive number of tokens or None, got {prefill_chunk}")
+        self.set_runtime(gradient_checkpointing, prefill_chunk)
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
         self.head_dim = head_dim or hidden_size // num_heads
         self.tie_word_embeddings = tie_word_embeddings
-        self.gradient_checkpointing = gradient_checkpointing
-        self.prefill_chunk = prefill_chunk
         decoder: LayerKind = "decoder"
         self.layer_kinds = (decoder,) * num_layers
         self.embed_tokens = nn.Embedding(vocab_size, hidden_size)
@@ -95,56 +83,11 @@ class Qwen2Backbone(Backbone):
         assert isinstance(layer, Qwen2DecoderLayer)
         return layer
 
-    def run_layer(self, index: int, hidden: Tensor, state: SequenceState, cache: Any | None) -> Tensor:
-        layer = self._layer(index)
-        if cache is not None:
-            if not isinstance(cache, Qwen2Cache):
-                raise TypeError(f"Qwen2Backbone needs a Qwen2Cache from new_cache(), got {type(cache).__name__}")
-            return layer(hidden, state, cache.layers[index], self.prefill_chunk)
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            out = checkpoint(layer, hidden, state, None, self.prefill_chunk, use_reentrant=False)
-            assert isinstance(out, Tensor)
-            return out
-        return layer(hidden, state, None, self.prefill_chunk)
-
-    def attention_module(self, layer: int) -> Qwen2Attention:
+    def attention_module(self, layer: int) -> GQAttention:
         return self._layer(layer).self_attn
 
-    @torch.no_grad()
-    def attention_scores(self, layer: int, hidden: Tensor, state: SequenceState) -> Tensor:
-        """(B, T) float32: head-averaged softmax attention of each segment's query token over its
-        segment's causal keys at layer ``layer`` (input ``hidden`` (B, T, D)); 0 elsewhere."""
-        block = self._layer(layer)
-        attn = block.self_attn
-        rows, cols = state.segment_row, state.query_index()  # (S,), (S,)
-        x = block.input_layernorm(hidden)  # (B, T, D)
-        k, _ = attn.key_value(x, state.position)  # (B, Hkv, T, hd)
-        q = attn.query(x[rows, cols].unsqueeze(1), state.position[rows, cols].unsqueeze(1))  # (S, Hq, 1, hd)
-        s, t = rows.shape[0], hidden.shape[1]
-        group = attn.num_heads // attn.num_kv_heads
-        q = q.view(s, attn.num_kv_heads, group, attn.head_dim).float()  # (S, Hkv, G, hd)
-        logits = torch.einsum("skgd,sktd->skgt", q, k[rows].float()) * attn.scale  # (S, Hkv, G, T)
-        seg_ids = torch.arange(s, device=hidden.device)
-        allowed = (
-            state.mask[rows]
-            & (state.segment[rows] == seg_ids[:, None])
-            & (torch.arange(t, device=hidden.device)[None, :] <= cols[:, None])
-        )  # (S, T)
-        logits = logits.masked_fill(~allowed[:, None, None, :], float("-inf"))
-        probs = logits.softmax(-1).mean(dim=(1, 2))  # (S, T)
-        return torch.zeros(state.batch_size, t, device=hidden.device).index_add_(0, rows, probs)
-
-    def new_cache(self, batch_size: int) -> Qwen2Cache:
-        return Qwen2Cache(batch_size, [KVCache() for _ in range(self.num_layers)])
-
-    def decode(self, hidden: Tensor, cache: Any) -> Tensor:
-        if not isinstance(cache, Qwen2Cache):
-            raise TypeError(f"Qwen2Backbone.decode needs a Qwen2Cache, got {type(cache).__name__}")
-        if hidden.shape[0] != cache.batch_size or hidden.shape[1] != 1:
-            raise ValueError(f"decode takes (B={cache.batch_size}, 1, D) embeddings, got {tuple(hidden.shape)}")
-        for index in range(self.num_layers):
-            hidden = self._layer(index).decode(hidden, cache.layers[index])
-        return self.final_norm(hidden)  # (B, 1, D)
+    def attention_norm(self, layer: int) -> RMSNorm:
+        return self._layer(layer).input_layernorm
 
 
 def qwen2_args_from_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -197,4 +140,4 @@ def load_qwen2(
     return model
 
 
-__all__ = ["Qwen2Backbone", "Qwen2Cache", "load_qwen2", "qwen2_args_from_config"]
+__all__ = ["Qwen2Backbone", "load_qwen2", "qwen2_args_from_config"]

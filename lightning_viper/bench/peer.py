@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_viper.backbones.attention import GQAttention
 from lightning_viper.backbones.mamba2 import Mamba2Mixer
 from lightning_viper.backbones.nemotron_h import NemotronHBackbone
-from lightning_viper.backbones.nemotron_layers import HybridAttention, SquaredReLUMLP
+from lightning_viper.backbones.nemotron_layers import SquaredReLUMLP
 
 
 def _first(module: nn.Module, kind: type) -> Any:
@@ -26,7 +27,7 @@ def hf_config(backbone: NemotronHBackbone) -> Any:
     from transformers import NemotronHConfig
 
     mamba: Mamba2Mixer | None = _first(backbone, Mamba2Mixer)
-    attn: HybridAttention | None = _first(backbone, HybridAttention)
+    attn: GQAttention | None = _first(backbone, GQAttention)
     mlp: SquaredReLUMLP | None = _first(backbone, SquaredReLUMLP)
     kw: dict[str, Any] = dict(
         hybrid_override_pattern=backbone.pattern,

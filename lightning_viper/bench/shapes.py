@@ -6,9 +6,10 @@ from typing import Any
 
 from torch import nn
 
+from lightning_viper.backbones.attention import GQAttention
 from lightning_viper.backbones.base import Backbone
 from lightning_viper.backbones.mamba2 import Mamba2Mixer
-from lightning_viper.backbones.nemotron_layers import HybridAttention, SquaredReLUMLP
+from lightning_viper.backbones.nemotron_layers import SquaredReLUMLP
 from lightning_viper.bench.flops import BackboneShape, EncoderShape, ProjectorShape, StageSpec, VideoLMShape
 from lightning_viper.compression.base import CompressionStage
 from lightning_viper.compression.transv import TransV
@@ -24,7 +25,7 @@ def _first(module: nn.Module, kind: type) -> Any:
 def backbone_shape(backbone: Backbone) -> BackboneShape:
     """Widths of a Nemotron-H (Mamba-2 / attention / MLP) or Qwen2 ('decoder') backbone."""
     mamba = _first(backbone, Mamba2Mixer)
-    attn = _first(backbone, HybridAttention)
+    attn = _first(backbone, GQAttention)
     mlp = _first(backbone, SquaredReLUMLP)
     if attn is None:  # Qwen2-style decoder layers (or no attention at all)
         attn = next((m for m in backbone.modules() if hasattr(m, "num_kv_heads") and hasattr(m, "q_proj")), None)

@@ -141,7 +141,7 @@ def bench_train(
     params = lm.parameter_counts()
     results["config"]["params"] = params
     for ckpt in settings:
-        lm.backbone.gradient_checkpointing = ckpt  # type: ignore[assignment]
+        lm.backbone.gradient_checkpointing = ckpt
         opt = _optimizer(lm, dev)
         timing, oom = _guarded(_steps, lm, batch, opt, dev, warmup, repeats)
         del opt

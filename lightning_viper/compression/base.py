@@ -18,7 +18,14 @@ class CompressionStage(nn.Module, ABC):
 
     ``keep`` is the fraction of each sample's ORIGINAL vision-token count that remains after
     this stage (``SequenceState.num_vision_orig``), so a schedule reads as absolute targets.
+    A stage that reads attention at its layer overrides ``requires_attention_layer``; ``bind``
+    and ``validate_schedule`` then check the layer.
     """
+
+    @property
+    def requires_attention_layer(self) -> bool:
+        """True when the stage reads attention at its layer (then the layer must have attention)."""
+        return False
 
     def __init__(self, layer: int, keep: float) -> None:
         super().__init__()
@@ -31,12 +38,8 @@ class CompressionStage(nn.Module, ABC):
         """Check the stage against the backbone and build any parameters that depend on it.
 
         Called once by ``VideoLM.__init__``. Raises ``ValueError`` naming the stage on a bad
-        layer index."""
-        if not 0 <= self.layer < backbone.num_layers:
-            raise ValueError(
-                f"{self.describe()}: layer {self.layer} is out of range for a backbone with "
-                f"{backbone.num_layers} layers (valid: 0..{backbone.num_layers - 1})"
-            )
+        layer index, or on a layer without attention when the stage needs one."""
+        check_layer(self, backbone)
 
     @abstractmethod
     def forward(self, hidden: Tensor, state: SequenceState, backbone: Backbone) -> tuple[Tensor, SequenceState]:
@@ -44,3 +47,16 @@ class CompressionStage(nn.Module, ABC):
 
     def describe(self) -> str:
         return f"{type(self).__name__}(layer={self.layer}, keep={self.keep})"
+
+
+def check_layer(stage: CompressionStage, backbone: Backbone) -> None:
+    """Raise ``ValueError`` naming ``stage`` if its layer is out of range, or has no attention
+    while the stage ``requires_attention_layer``: the one place that checks both."""
+    n = backbone.num_layers
+    if not 0 <= stage.layer < n:
+        raise ValueError(
+            f"{stage.describe()}: layer {stage.layer} is out of range for a backbone with {n} layers "
+            f"(valid: 0..{n - 1})"
+        )
+    if stage.requires_attention_layer:
+        backbone.require_attention_layer(stage.layer, stage.describe())

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lightning_viper.compression.base import CompressionStage
+from lightning_viper.compression.base import CompressionStage, check_layer
 
 if TYPE_CHECKING:
     from lightning_viper.backbones.base import Backbone
@@ -25,19 +25,8 @@ def validate_schedule(stages: Sequence[CompressionStage], backbone: Backbone) ->
     An empty schedule (no compression) is valid. Binding (``stage.bind``) repeats the per-stage
     checks; this function adds the ones that need the whole list.
     """
-    n = backbone.num_layers
     for stage in stages:
-        if not 0 <= stage.layer < n:
-            raise ValueError(
-                f"{stage.describe()}: layer {stage.layer} is out of range for a backbone with {n} layers "
-                f"(valid: 0..{n - 1})"
-            )
-        if getattr(stage, "requires_attention_layer", False) and not backbone.is_attention_layer(stage.layer):
-            attn = [i for i in range(n) if backbone.is_attention_layer(i)]
-            raise ValueError(
-                f"{stage.describe()}: attention-guided selection needs an attention layer, but layer "
-                f"{stage.layer} is {backbone.layer_kinds[stage.layer]!r}; attention layers: {attn}"
-            )
+        check_layer(stage, backbone)
     for prev, stage in itertools.pairwise(stages):
         if stage.layer < prev.layer:
             raise ValueError(

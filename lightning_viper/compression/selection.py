@@ -126,17 +126,11 @@ def nothing_dropped(state: SequenceState, k: Tensor) -> bool:
     return bool((k >= state.num_vision()).all())
 
 
-def check_selector(name: str, selector: str, layer: int, backbone: Backbone) -> None:
-    """Raise (naming the stage ``name``) if ``selector`` is unknown or cannot run at ``layer``."""
+def check_selector(name: str, selector: str) -> None:
+    """Raise (naming the stage ``name``) if ``selector`` is unknown. Whether the layer has
+    attention is checked by the stage's ``bind`` (``requires_attention_layer``)."""
     if selector not in SELECTORS:
         raise ValueError(f"{name}: selector must be one of {SELECTORS}, got {selector!r}")
-    if selector == "attention" and not backbone.is_attention_layer(layer):
-        attn = [i for i in range(backbone.num_layers) if backbone.is_attention_layer(i)]
-        raise ValueError(
-            f"{name}: attention-guided selection needs an attention layer, but layer {layer} is "
-            f"{backbone.layer_kinds[layer]!r}; attention layers of this backbone: {attn} "
-            "(or use selector='uniform')"
-        )
 
 
 def select_vision(

@@ -40,7 +40,7 @@ class TokenDrop(CompressionStage):
 
     def bind(self, backbone: Backbone) -> None:
         super().bind(backbone)
-        check_selector(self.describe(), self.selector, self.layer, backbone)
+        check_selector(self.describe(), self.selector)
 
     def forward(self, hidden: Tensor, state: SequenceState, backbone: Backbone) -> tuple[Tensor, SequenceState]:
         """(B, T, D) -> (B, T', D) with the dropped vision tokens removed and re-padded on the left."""

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from lightning_viper.backbones.attention import AttentionLayer
+from lightning_viper.backbones.norm import RMSNorm
 from lightning_viper.compression.base import CompressionStage
 from lightning_viper.compression.selection import Selector, check_selector, pad_by_segment, select_vision
 from lightning_viper.ops.attention import masked_attention
@@ -29,37 +31,10 @@ if TYPE_CHECKING:
     from lightning_viper.backbones.base import Backbone
 
 
-class RMSNorm(nn.Module):
-    """x * rsqrt(mean(x^2) + eps) * weight, normalised in at least float32. (..., D) -> (..., D)."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
-
-
 def nearest_attention_layer(backbone: Backbone, layer: int) -> int | None:
     """The attention layer closest to ``layer`` (the earlier one on a tie), None if there is none."""
-    attn = [i for i in range(backbone.num_layers) if backbone.is_attention_layer(i)]
+    attn = backbone.attention_layers
     return min(attn, key=lambda i: (abs(i - layer), i)) if attn else None
-
-
-def _norm_eps(norm: nn.Module) -> float:
-    for name in ("eps", "variance_epsilon", "epsilon"):
-        value = getattr(norm, name, None)
-        if isinstance(value, float):
-            return value
-    raise ValueError(f"cannot read the epsilon of norm {type(norm).__name__} (expected .eps or .variance_epsilon)")
-
-
-def _attention_shape(attn: nn.Module) -> tuple[int, int, int]:
-    """(query heads, key/value heads, head dim) of a backbone attention module."""
-    return int(getattr(attn, "num_heads")), int(getattr(attn, "num_kv_heads")), int(getattr(attn, "head_dim"))  # noqa: B009
 
 
 class TransV(CompressionStage):
@@ -104,58 +79,54 @@ class TransV(CompressionStage):
     def bind(self, backbone: Backbone) -> None:
         """Check the layer and selector, then build (and optionally copy) the cross-attention."""
         super().bind(backbone)
-        check_selector(self.describe(), self.selector, self.layer, backbone)
+        check_selector(self.describe(), self.selector)
         if self._bound:
             return
         src = nearest_attention_layer(backbone, self.layer)
-        attn = backbone.attention_module(src) if src is not None else None
+        view = backbone.attention_layer(src) if src is not None else None
         d = backbone.hidden_size
         if self.num_heads is None:
-            if attn is None:
+            if view is None:
                 raise ValueError(f"{self.describe()}: the backbone has no attention layer; set num_heads")
-            hq, hkv, hd = _attention_shape(attn)
+            hq, hkv, hd = view.num_heads, view.num_kv_heads, view.head_dim
         else:
             if d % self.num_heads != 0:
                 raise ValueError(f"{self.describe()}: hidden size {d} is not divisible by num_heads={self.num_heads}")
             hq, hkv, hd = self.num_heads, self.num_heads, d // self.num_heads
         if self.init_from_attention:
-            if attn is None:
+            if view is None:
                 raise ValueError(
                     f"{self.describe()}: init_from_attention needs an attention layer, the backbone has none; "
                     "set init_from_attention: false"
                 )
-            if (hq, hkv, hd) != _attention_shape(attn):
+            if (hq, hkv, hd) != (view.num_heads, view.num_kv_heads, view.head_dim):
                 raise ValueError(
                     f"{self.describe()}: num_heads={self.num_heads} does not match attention layer {src} "
-                    f"({attn.num_heads} heads); drop num_heads or set init_from_attention: false"
+                    f"({view.num_heads} heads); drop num_heads or set init_from_attention: false"
                 )
         ref = next(backbone.parameters())
         kw: dict[str, Any] = {"device": ref.device, "dtype": ref.dtype}
-        bias_qkv = attn is not None and getattr(attn.q_proj, "bias", None) is not None
-        bias_o = attn is not None and getattr(attn.o_proj, "bias", None) is not None
+        bias_qkv = view is not None and view.attention.q_proj.bias is not None
+        bias_o = view is not None and view.attention.o_proj.bias is not None
         self.q_heads, self.kv_heads, self.head_dim = hq, hkv, hd
         self.q_proj = nn.Linear(d, hq * hd, bias=bias_qkv, **kw)
         self.k_proj = nn.Linear(d, hkv * hd, bias=bias_qkv, **kw)
         self.v_proj = nn.Linear(d, hkv * hd, bias=bias_qkv, **kw)
         self.o_proj = nn.Linear(hq * hd, d, bias=bias_o, **kw)
-        block_norm = getattr(backbone.layers[src], "norm", None) if src is not None else None
         self.alpha = nn.Parameter(self.alpha.detach().to(**kw))  # same device/dtype as the rest
-        self.norm = RMSNorm(d, _norm_eps(block_norm) if block_norm is not None else 1e-6).to(**kw)
-        if self.init_from_attention and attn is not None and src is not None:
-            self._copy_from(attn, block_norm, src)
+        self.norm = RMSNorm(d, view.eps if view is not None else 1e-6).to(**kw)
+        if self.init_from_attention and view is not None:
+            self._copy_from(view)
         self._bound = True
 
     @torch.no_grad()
-    def _copy_from(self, attn: nn.Module, block_norm: nn.Module | None, src: int) -> None:
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            mine, theirs = getattr(self, name), getattr(attn, name)
+    def _copy_from(self, view: AttentionLayer) -> None:
+        for name, theirs in view.projections().items():
+            mine = getattr(self, name)
             mine.weight.copy_(theirs.weight)
             if mine.bias is not None:
                 mine.bias.copy_(theirs.bias)
-        weight = getattr(block_norm, "weight", None)
-        if not isinstance(weight, Tensor):
-            raise ValueError(f"{self.describe()}: attention layer {src} has no pre-norm weight at .norm to copy")
-        self.norm.weight.copy_(weight)
+        self.norm.weight.copy_(view.norm_weight)
 
     def transfer(self, hidden: Tensor, state: SequenceState, dropped: Tensor) -> Tensor:
         """Add the gated cross-attention from each segment's ``dropped`` (B, T) tokens to its

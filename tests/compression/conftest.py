@@ -84,6 +84,10 @@ class FakeBackbone(Backbone):
             raise ValueError(f"layer {layer} has no attention")
         return attn
 
+    def attention_norm(self, layer: int) -> nn.Module:
+        self.attention_module(layer)
+        return self.layers[layer].norm
+
     def new_cache(self, batch_size: int) -> Any:
         return None
 
