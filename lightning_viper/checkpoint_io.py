@@ -90,7 +90,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             cause = _os_error(error)  # torch's zip writer reports a failed write as a RuntimeError
             if cause is None:
                 raise
-            raise CheckpointWriteError(cause.errno, _write_failure(target, cause)) from error
+            failure = CheckpointWriteError(_write_failure(target, cause))
+            failure.errno = cause.errno
+            raise failure from error
         _fsync_dir(target.parent)
 
 

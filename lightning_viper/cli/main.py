@@ -22,9 +22,20 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lightning_viper.callbacks.nan_guard import NonFiniteTrainingError
+from lightning_viper.checkpoint_io import CheckpointWriteError
+from lightning_viper.cli.guards import (
+    CONFIG_ERRORS,
+    ConfigError,
+    build_loggers,
+    check_ckpt_path,
+    root_message,
+    take_logger,
+    use_atomic_checkpoints,
+)
 from lightning_viper.module import VideoLM
 from lightning_viper.tracking.flatten import flatten_config
 from lightning_viper.tracking.mlflow import MLflowLogger, recall_run, remember_run
+from lightning_viper.tracking.store import TrackingStoreError
 
 log = logging.getLogger("lightning_viper")
 
@@ -89,8 +100,34 @@ class VideoCLI(LightningCLI):
         )
 
     def instantiate_classes(self) -> None:
-        if self._instantiate:
+        """Build model, data, callbacks and trainer, then the logger: a config error fails before
+        any MLflow store or run exists, as a ``ConfigError`` holding the constructor's message."""
+        if not self._instantiate:
+            return
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger_config = take_logger(config)
+        try:
             super().instantiate_classes()
+            loggers = build_loggers(logger_config) if logger_config is not None else None
+        except (*CONFIG_ERRORS, TrackingStoreError) as error:
+            log.debug("building from the config failed", exc_info=True)
+            raise ConfigError(root_message(error)) from error
+        finally:
+            if logger_config is not None:
+                config["trainer"]["logger"] = logger_config
+        if loggers is not None:
+            self.trainer.loggers = loggers
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)  # a failed save never leaves a truncated checkpoint
+        return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        """Replaces Lightning's: its checkpoint hyperparameters would replace the recipe's model
+        config, and VideoLM stores only its plain arguments (see ``cli/guards.py``)."""
+        if self.config.get("subcommand"):
+            check_ckpt_path(self.config[self.config["subcommand"]])
 
     def before_instantiate_classes(self) -> None:
         if not self._instantiate:
@@ -140,6 +177,12 @@ def main(args: Any = None) -> None:
     try:
         VideoCLI(args=args)
     except NonFiniteTrainingError as error:  # the message names the steps and what to do; no traceback
+        log.error("%s", error)
+        raise SystemExit(1) from None
+    except ConfigError as error:  # nothing was created; VIPER_LOG_LEVEL=DEBUG shows the traceback
+        log.error("%s", error)
+        raise SystemExit(2) from None
+    except (TrackingStoreError, CheckpointWriteError) as error:  # says what failed and how to resume
         log.error("%s", error)
         raise SystemExit(1) from None
 

@@ -20,6 +20,15 @@ from typing import Any
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_viper.tracking.store import (
+    STORE_ERRORS,
+    TrackingStoreError,
+    bound_http_requests,
+    check_store,
+    describe_failure,
+    store_write,
+)
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -27,7 +36,13 @@ RUN_FILE = "mlflow_run.json"
 
 
 class MLflowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger with a sqlite default, tags as a plain dict and run resumption."""
+    """Lightning's MLFlowLogger with a sqlite default, tags as a plain dict and run resumption.
+
+    The store is checked at construction (``tracking.store.check_store``: a sqlite store must be
+    writable with free space, a server must answer within ``request_timeout`` seconds), MLflow's
+    HTTP client makes at most ``request_retries`` retries of ``request_timeout`` seconds each, and a
+    failed write raises ``TrackingStoreError`` saying what happened and what to do.
+    """
 
     def __init__(
         self,
@@ -38,12 +53,17 @@ class MLflowLogger(MLFlowLogger):
         run_id: str | None = None,
         log_model: bool = False,
         artifact_location: str | None = None,
+        request_timeout: float = 10.0,
+        request_retries: int = 2,
     ) -> None:
         if tracking_uri.startswith("file:") or (tracking_uri and "://" not in tracking_uri):
             raise ValueError(
                 f"tracking_uri {tracking_uri!r} is MLflow's file store, which MLflow 3 refuses: "
                 "use a database URI such as sqlite:///mlflow.db or an http(s):// tracking server"
             )
+        bound_http_requests(request_timeout, request_retries)
+        check_store(tracking_uri, request_timeout)  # fail in seconds, before MLflow opens the store
+        self.store_failure: str | None = None  # set by a failed write (store_write), recorded by finalize
         self.explicit_run_name = run_name
         self.continues_run = run_id is not None  # a test, or a fit resumed from a checkpoint
         self._final_status: str | None = None  # set by mark_final_status, used by finalize
@@ -60,7 +80,16 @@ class MLflowLogger(MLFlowLogger):
             run_id=run_id,
         )
 
+    @property
+    def experiment(self) -> Any:
+        try:
+            return super().experiment
+        except STORE_ERRORS as error:
+            self.store_failure = describe_failure(self._tracking_uri, "open the run", error)
+            raise TrackingStoreError(self.store_failure) from error
+
     @rank_zero_only
+    @store_write("log params")
     def log_hyperparams(self, params: Any) -> None:
         """Log params; when continuing a run (test or resume), keep the values the run already
         holds (MLflow forbids changing a param) and log a warning for each one that differs."""
@@ -76,11 +105,13 @@ class MLflowLogger(MLFlowLogger):
             super().log_hyperparams(fresh)
 
     @rank_zero_only
+    @store_write("set tags")
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.experiment.set_tag(self.run_id, key, str(value))
 
     @rank_zero_only
+    @store_write("log an artifact")
     def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.experiment.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -101,7 +132,22 @@ class MLflowLogger(MLFlowLogger):
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
         if not self.keeps_status:
-            super().finalize(self._final_status or status)
+            self._end_run(self._final_status or status)
+
+    def _end_run(self, status: str) -> None:
+        """Lightning's finalize; after a failed write, its message goes into ``failure_reason``.
+        A status that cannot be written is an error after a clean run and a log line after a
+        failed one (the error that stopped the run is the one to raise)."""
+        try:
+            if self.store_failure and status in ("failed", "FAILED"):
+                self.experiment.set_tag(self.run_id, "failure_reason", self.store_failure[:5000])
+            super().finalize(status)
+        except STORE_ERRORS as error:
+            message = describe_failure(self._tracking_uri, f"end the run as {status}", error)
+            if status in ("success", "finished", "FINISHED"):
+                self.store_failure = message
+                raise TrackingStoreError(message) from error
+            log.error("MLflow run %s stays RUNNING: the store cannot record its end. %s", self._run_id, message)
 
     @rank_zero_only
     def resume_fit(self, step: int) -> None:
@@ -141,6 +187,7 @@ class MLflowLogger(MLFlowLogger):
         log.info("MLflow run %s (%s) resumed at step %d%s", self.run_id, previous, step, replay if high >= step else "")
 
     @rank_zero_only
+    @store_write("log metrics", step_arg=1)
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if self.keeps_status:  # a test in a fit's run: Lightning's `epoch` (0 here) belongs to the fit
             metrics = {k: v for k, v in metrics.items() if k != "epoch"}

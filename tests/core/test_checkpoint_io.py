@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
-import errno
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ from lightning_viper.checkpoint_io import AtomicCheckpointIO, CheckpointWriteErr
 from lightning_viper.encoders import SiglipEncoder
 from lightning_viper.module import VideoLM
 from lightning_viper.projectors import ToMeProjector
+from tests.faults import fill_disk_under
 
 
 class _Payload:
@@ -66,44 +64,6 @@ def test_a_plain_checkpoint_still_initialises_parts(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
         load_checkpoint(tmp_path / "junk.ckpt")
-
-
-class _FullDisk:
-    """A binary file that takes ``budget`` bytes, then fails as a full disk does (partial write)."""
-
-    def __init__(self, real: Any, budget: int) -> None:
-        self._real, self._left = real, budget
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        if len(view) > self._left:
-            self._real.write(view[: self._left])
-            self._left = 0
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self._left -= len(view)
-        return int(self._real.write(view))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._real.close()
-
-
-def fill_disk_under(directory: Path, monkeypatch: pytest.MonkeyPatch, budget: int = 4096) -> None:
-    """Make every binary write of a file under ``directory`` stop with ENOSPC after ``budget`` bytes."""
-    real_open = builtins.open
-
-    def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        f = real_open(file, mode, *args, **kwargs)
-        if "w" in mode and "b" in mode and Path(os.fspath(file)).resolve().is_relative_to(directory.resolve()):
-            return _FullDisk(f, budget)
-        return f
-
-    monkeypatch.setattr(builtins, "open", fake_open)
 
 
 def test_a_full_disk_leaves_the_previous_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
