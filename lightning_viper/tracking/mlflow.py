@@ -26,6 +26,7 @@ from lightning_viper.tracking.store import (
     bound_http_requests,
     check_store,
     describe_failure,
+    quiet_store_tracebacks,
     store_write,
 )
 
@@ -63,6 +64,7 @@ class MLflowLogger(MLFlowLogger):
             )
         bound_http_requests(request_timeout, request_retries)
         check_store(tracking_uri, request_timeout)  # fail in seconds, before MLflow opens the store
+        quiet_store_tracebacks()
         self.store_failure: str | None = None  # set by a failed write (store_write), recorded by finalize
         self.explicit_run_name = run_name
         self.continues_run = run_id is not None  # a test, or a fit resumed from a checkpoint
@@ -143,7 +145,8 @@ class MLflowLogger(MLFlowLogger):
                 self.experiment.set_tag(self.run_id, "failure_reason", self.store_failure[:5000])
             super().finalize(status)
         except STORE_ERRORS as error:
-            message = describe_failure(self._tracking_uri, f"end the run as {status}", error)
+            name = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, status)
+            message = describe_failure(self._tracking_uri, f"end the run as {name}", error)
             if status in ("success", "finished", "FINISHED"):
                 self.store_failure = message
                 raise TrackingStoreError(message) from error

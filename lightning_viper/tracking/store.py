@@ -5,8 +5,8 @@ At setup (``check_store``), before MLflow opens anything:
 * ``sqlite:///PATH``: the database (or, when it does not exist yet, its directory) must be
   writable and its disk must have at least ``MIN_FREE_MB`` free. Otherwise MLflow retries opening
   an unopenable database for about 100 s, or fails on its first write with an SQL traceback.
-* ``http(s)://``: the server must answer ``GET /health`` within ``timeout`` seconds (any HTTP
-  answer counts). MLflow's own client retries a refused connection for minutes.
+* ``http(s)://``: ``GET /health`` must answer 200 (or 401/403 from an authentication layer)
+  within ``timeout`` seconds. MLflow's own client retries a refused connection for minutes.
 
 MLflow's HTTP client is also bounded for the rest of the run (``bound_http_requests``):
 ``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` are set from the
@@ -64,6 +64,23 @@ def bound_http_requests(timeout: float, retries: int) -> None:
             os.environ[name] = str(value)
 
 
+class _NoTraceback(logging.Filter):
+    """Drop the traceback MLflow's sqlite layer logs with each failed statement (the error itself is
+    raised, and reported once by ``TrackingStoreError``); ``VIPER_LOG_LEVEL=DEBUG`` keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if os.environ.get("VIPER_LOG_LEVEL", "").upper() != "DEBUG":
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_store_tracebacks() -> None:
+    """Install :class:`_NoTraceback` on MLflow's sqlite logger (once)."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _NoTraceback) for f in logger.filters):
+        logger.addFilter(_NoTraceback())
+
+
 def check_store(uri: str, timeout: float) -> None:
     """Raise ``TrackingStoreError`` if ``uri`` cannot take runs (see the module docstring)."""
     if uri.startswith(("http://", "https://")):
@@ -79,12 +96,17 @@ def _check_server(uri: str, timeout: float) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout):
             return
-    except urllib.error.HTTPError:
-        return  # it answered: the server is up (a proxy or an auth layer may answer 401/404 here)
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            return  # an authentication layer in front of the server answered: it is up
+        raise TrackingStoreError(
+            f"MLflow tracking server {uri} answered HTTP {error.code} ({error.reason}) at {url}, where an "
+            "MLflow server answers 200: check the URI (host, port, path prefix) and that the server is up"
+        ) from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise TrackingStoreError(
-            f"MLflow tracking server {uri} did not answer within {timeout:g} s ({reason}). Start it "
+            f"MLflow tracking server {uri} is not reachable ({reason}; waited up to {timeout:g} s). Start it "
             "(e.g. `mlflow server --backend-store-uri sqlite:///mlflow.db --port 5000`), check the URI, "
             "or log locally with --trainer.logger.init_args.tracking_uri=sqlite:///mlflow.db; for a slow "
             "server raise --trainer.logger.init_args.request_timeout"
@@ -147,7 +169,7 @@ def describe_failure(uri: str, what: str, error: BaseException) -> str:
         first = str(error).strip().splitlines()
         cause, fix = (first[0] if first else type(error).__name__), "check the store"
     return (
-        f"MLflow store {uri}: {what} failed: {cause}. Training stopped; {fix}, then "
+        f"MLflow store {uri} could not {what}: {cause}. Training stopped; {fix}, then "
         "resume with --ckpt_path last (the fit continues this MLflow run)"
     )
 
