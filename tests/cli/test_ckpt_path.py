@@ -43,6 +43,7 @@ def test_fit_and_test_load_any_checkpoint_file_and_best(demo_cli: Callable[..., 
     test = demo_cli("test", *ckpts, f"--ckpt_path={early}", "--model.init_args.max_new_tokens=3")
     assert "test/mcq/acc" in test.trainer.callback_metrics
     assert test.model.hparams["max_new_tokens"] == 3  # the command line wins over the stored value
+    assert test.config["test"]["weights_only"] is True  # the trainer's own load unpickles plain data only
 
     best = demo_cli("test", *ckpts, "--ckpt_path=best")
     recorded = torch.load(tmp / "ckpt" / "last.ckpt", weights_only=True)["callbacks"]
