@@ -43,7 +43,10 @@ def test_killed_and_resumed_fit_sees_the_uninterrupted_stream(tmp_path: Path, sy
         run_dir = tmp_path / name
         run_dir.mkdir()
         overlay = write_overlay(run_dir, synth_cache)
-        text = overlay.read_text().replace("save_last: true}", "save_last: true, every_n_train_steps: 1}")
+        # a checkpoint after every step (monitor: null, since jsonargparse merges this entry with the
+        # recipe's ModelCheckpoint at the same list position, which monitors val/loss)
+        every_step = "save_last: true, every_n_train_steps: 1, monitor: null}"
+        text = overlay.read_text().replace("save_last: true}", every_step)
         probes = (
             f"    - class_path: tests.cli.stream_probe.KillAt\n"
             f"    - class_path: tests.cli.stream_probe.KeyLog\n      init_args: {{path: {run_dir / 'keys.jsonl'}}}\n"
