@@ -285,9 +285,10 @@ class TrainStream(IterableDataset):
     Each source resamples its shards (``ResampledShards``); a sample is drawn from a source with
     probability proportional to its weight; ``shuffle_buffer`` encoded samples are shuffled before
     decoding (the first is handed out once ``shuffle_initial`` are buffered; the buffer then grows by
-    one per sample handed out until full). Everything random is seeded from ``seed``, the rank, the worker and the epoch, so a
-    pass is reproducible, differs between ranks, workers and epochs, and can be replayed: a resumed
-    reader skips (without decoding) the encoded samples its position says were consumed.
+    one per sample handed out until full). Everything random is seeded from ``seed``, the rank, the
+    worker and the epoch, so a pass is reproducible, differs between ranks, workers and epochs, and
+    can be replayed: a resumed reader skips (without decoding) the encoded samples its position says
+    were consumed.
     ``set_position`` is called by the datamodule's loader before each pass (in the main process;
     DataLoader workers receive the dataset with it).
     """

@@ -22,9 +22,9 @@ def test_demo_shards_recipe_trains_on_user_shards(tmp_path: Path, monkeypatch: p
     assert summary["unk_rate"] == 0.0
     monkeypatch.setenv("VIPER_SHARDS", str(root))
     monkeypatch.chdir(tmp_path)
+    short = ["--trainer.max_steps=3", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1"]
     cli = VideoCLI(
-        args=["fit", "--config", str(ROOT / "recipes/demo_shards.yaml"), "--trainer.max_steps=3"]
-        + ["--trainer.val_check_interval=3", "--trainer.limit_val_batches=1", "--data.init_args.num_workers=0"]
+        args=["fit", "--config", str(ROOT / "recipes/demo_shards.yaml"), *short, "--data.init_args.num_workers=0"]
     )
     assert cli.trainer.global_step == 3
     assert cli.datamodule.image_size == 32 and cli.datamodule.batch_size == 8
