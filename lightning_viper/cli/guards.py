@@ -29,7 +29,7 @@ log = logging.getLogger("lightning_viper")
 CONFIG_ERRORS = (ValueError, TypeError, OSError)  # what building parts from a recipe raises on bad input
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """The recipe (or an override) cannot be built; the message says which part and why."""
 
 
