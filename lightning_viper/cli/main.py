@@ -28,6 +28,7 @@ from lightning_viper.cli.guards import (
     ConfigError,
     build_loggers,
     check_ckpt_path,
+    checkpoint_dirpath,
     root_message,
     take_logger,
     use_atomic_checkpoints,
@@ -158,12 +159,7 @@ class VideoCLI(LightningCLI):
     def _checkpoint_dir(config: Any, ckpt: str) -> Path | None:
         if ckpt not in ("last", "best"):
             return Path(ckpt).parent
-        for cb in config.get("trainer", {}).get("callbacks") or []:
-            if str(cb.get("class_path", "")).endswith("ModelCheckpoint"):
-                dirpath = (cb.get("init_args") or {}).get("dirpath")
-                if dirpath:
-                    return Path(dirpath)
-        return None
+        return checkpoint_dirpath(config)
 
 
 def parse_recipe(path: str | Path, *overrides: str) -> Any:

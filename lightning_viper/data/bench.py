@@ -40,6 +40,18 @@ def _raw_pyav(videos: list[bytes]) -> tuple[int, float]:
     return frames, time.perf_counter() - start
 
 
+def bench_inputs(
+    tmp: str, shards: str | None, num_videos: int, num_frames: int, source_size: int, tokenizer: str | None = None
+) -> tuple[list[str], VideoCollator]:
+    """Shard URLs (``shards``, or synthetic videos generated into ``tmp``) and a collator (the given
+    tokenizer, or the demo tokenizer built into ``tmp``) for the data benchmarks."""
+    if shards is None:
+        made = synth(os.path.join(tmp, "shards"), num_samples=num_videos, num_frames=num_frames, image_size=source_size)
+        shards = made["shards"]
+    tok = load_tokenizer(tokenizer or build_demo_tokenizer(os.path.join(tmp, "tok")))
+    return expand_shards(shards), VideoCollator(tok, PlainTemplate())
+
+
 def bench_data(
     shards: str | None = None,
     num_videos: int = 64,
@@ -75,13 +87,7 @@ def bench_data(
     """
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        if shards is None:
-            shards = synth(
-                os.path.join(tmp, "shards"), num_samples=num_videos, num_frames=num_frames, image_size=source_size
-            )["shards"]
-        urls = expand_shards(shards)
-        tok = load_tokenizer(tokenizer or build_demo_tokenizer(os.path.join(tmp, "tok")))
-        collator = VideoCollator(tok, PlainTemplate())
+        urls, collator = bench_inputs(tmp, shards, num_videos, num_frames, source_size, tokenizer)
         decoder = SampleDecoder(image_size=image_size, fps=fps, max_frames=max_frames)
         raws = [r for u in urls for r in shard_samples(u, SkipCounter())]
         videos = [next(r[e] for e in VIDEO_EXTENSIONS if e in r) for r in raws]

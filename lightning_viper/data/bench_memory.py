@@ -22,12 +22,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_viper.data.bench import bench_inputs
 from lightning_viper.data.collate import VideoCollator
 from lightning_viper.data.sample import SampleDecoder
-from lightning_viper.data.stream import TrainStream, count_samples, expand_shards
-from lightning_viper.data.synth import synth
-from lightning_viper.text.templates import PlainTemplate
-from lightning_viper.text.tokenizer import build_demo_tokenizer, load_tokenizer
+from lightning_viper.data.stream import TrainStream, count_samples
 
 log = logging.getLogger(__name__)
 GIB = 1 << 30
@@ -92,14 +90,9 @@ def bench_data_memory(
     """
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        if shards is None:
-            shards = synth(
-                os.path.join(tmp, "shards"), num_samples=num_videos, num_frames=num_frames, image_size=source_size
-            )["shards"]
-        urls = expand_shards(shards)
+        urls, collator = bench_inputs(tmp, shards, num_videos, num_frames, source_size)
         sizes = [os.path.getsize(u) for u in urls]
         samples = sum(count_samples(u) for u in urls)
-        collator = VideoCollator(load_tokenizer(build_demo_tokenizer(os.path.join(tmp, "tok"))), PlainTemplate())
         decoder = SampleDecoder(image_size=image_size, fps=fps, max_frames=max_frames)
         full = _worker_peak(urls, decoder, collator, shuffle_buffer, batches, batch_size)
         base = _worker_peak(urls, decoder, collator, 1, batches, batch_size)
