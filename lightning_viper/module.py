@@ -29,7 +29,7 @@ from lightning_viper.text.tokenizer import video_token_id
 
 log = logging.getLogger(__name__)
 ModuleName = Literal["encoder", "projector", "backbone", "compression"]
-Stage = Literal["train", "val", "test"]
+Split = Literal["train", "val", "test"]  # a data split; compression stages are ``VideoLM.stages()``
 
 
 class VideoLM(LightningModule):
@@ -44,7 +44,7 @@ class VideoLM(LightningModule):
         lr: base learning rate; ``module_lr`` overrides it per part (TransV: 5e-5 in the paper).
         warmup_ratio: fraction of the run spent in linear warmup before the cosine decay.
         max_new_tokens: generation budget in validation/test/predict.
-        generate_in: stages that generate answers and score task metrics ("val" costs time).
+        generate_in: splits that generate answers and score task metrics ("val" costs time).
         tokenizer: normally taken from the datamodule at setup; needed to decode generations.
         pack_sequences: in training and teacher-forced evaluation, pack the batch into one row
             of per-sample segments (no padding compute; state and attention reset per sample).
@@ -65,7 +65,7 @@ class VideoLM(LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_ratio: float = 0.03,
         max_new_tokens: int = 16,
-        generate_in: list[Stage] | None = None,
+        generate_in: list[Split] | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         init_from: str | None = None,
         init_parts: list[ModuleName] | None = None,
@@ -213,21 +213,21 @@ class VideoLM(LightningModule):
         return F.cross_entropy(logits.float(), target[sel]), out
 
     # ---- steps -----------------------------------------------------------------------------
-    def _step(self, batch: VideoBatch, stage: Stage) -> tuple[Tensor, list[dict[str, Any]]]:
-        """Loss (logged) and, where ``stage`` is in ``generate_in``, one scored answer per sample."""
+    def _step(self, batch: VideoBatch, split: Split) -> tuple[Tensor, list[dict[str, Any]]]:
+        """Loss (logged) and, where ``split`` is in ``generate_in``, one scored answer per sample."""
         loss, out = self(batch)
         bs = batch.batch_size
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=stage != "train")
+        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=split != "train")
         if batch.skipped:
-            self.log(f"{stage}/skipped_samples", float(batch.skipped), reduce_fx="sum", batch_size=bs)
-        if stage == "train":
+            self.log(f"{split}/skipped_samples", float(batch.skipped), reduce_fx="sum", batch_size=bs)
+        if split == "train":
             for i, rec in enumerate(out.stages):
                 self.log(
                     f"train/eff/stage{i}_L{rec.layer}_vision_kept",
                     rec.vision_after / max(1, rec.vision_before),
                     batch_size=bs,
                 )
-        rows = self._generate_and_score(batch, stage) if stage in self.generate_in else []
+        rows = self._generate_and_score(batch, split) if split in self.generate_in else []
         return loss, rows
 
     def training_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
@@ -250,12 +250,12 @@ class VideoLM(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
-    def _log_metrics(self, stage: Stage) -> None:
-        if stage not in self.generate_in:
+    def _log_metrics(self, split: Split) -> None:
+        if split not in self.generate_in:
             return
-        metric = cast(TaskMetrics, self.metrics[stage])
+        metric = cast(TaskMetrics, self.metrics[split])
         for key, value in metric.compute().items():
-            self.log(f"{stage}/{key}", value, sync_dist=False)
+            self.log(f"{split}/{key}", value, sync_dist=False)
         metric.reset()
 
     # ---- generation and efficiency ---------------------------------------------------------
@@ -303,7 +303,7 @@ class VideoLM(LightningModule):
         texts = self.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
         return [t.strip() for t in texts], eff
 
-    def _generate_and_score(self, batch: VideoBatch, stage: Stage | None) -> list[dict[str, Any]]:
+    def _generate_and_score(self, batch: VideoBatch, split: Split | None) -> list[dict[str, Any]]:
         predictions, eff = self.generate(batch)
         rows = []
         for pred, meta in zip(predictions, batch.meta, strict=True):
@@ -319,12 +319,12 @@ class VideoLM(LightningModule):
                     "score": TaskMetrics.score_one(pred, meta),
                 }
             )
-        if stage is not None:
+        if split is not None:
             real = [i for i, m in enumerate(batch.meta) if not m.get("padding", False)]  # ranks pad eval streams
-            cast(TaskMetrics, self.metrics[stage]).update([predictions[i] for i in real], [batch.meta[i] for i in real])
+            cast(TaskMetrics, self.metrics[split]).update([predictions[i] for i in real], [batch.meta[i] for i in real])
             for key, value in eff.items():
                 self.log(
-                    f"{stage}/eff/{key}",
+                    f"{split}/eff/{key}",
                     value,
                     batch_size=batch.batch_size,
                     reduce_fx="max" if key == "peak_mem_mb" else "mean",
