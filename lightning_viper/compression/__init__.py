@@ -10,7 +10,8 @@ Pick stages in YAML by class path; an empty list means no compression::
 from lightning_viper.compression.base import CompressionStage
 from lightning_viper.compression.fastv import FastVDrop
 from lightning_viper.compression.schedule import validate_schedule
+from lightning_viper.compression.temporal_merge import TemporalMerge
 from lightning_viper.compression.token_drop import TokenDrop
 from lightning_viper.compression.transv import TransV
 
-__all__ = ["CompressionStage", "FastVDrop", "TokenDrop", "TransV", "validate_schedule"]
+__all__ = ["CompressionStage", "FastVDrop", "TemporalMerge", "TokenDrop", "TransV", "validate_schedule"]
