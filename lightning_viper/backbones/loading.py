@@ -36,6 +36,14 @@ def checkpoint_dir(path: str | Path, what: str = "checkpoint") -> Path:
     return p
 
 
+def float_dtype(name: str, what: str) -> torch.dtype:
+    """The torch floating-point dtype called ``name`` ("float32", "bfloat16", "float16") or a ValueError."""
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{what}: dtype must be 'float32', 'bfloat16' or 'float16', got {name!r}")
+    return dtype
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """The checkpoint's config.json as a dict."""
     with open(checkpoint_dir(path) / "config.json") as fh:

@@ -8,7 +8,14 @@ from typing import Any, Literal
 
 import torch
 
-from lightning_viper.backbones.loading import CheckpointError, load_strict, read_config, read_state_dict, rename_keys
+from lightning_viper.backbones.loading import (
+    CheckpointError,
+    float_dtype,
+    load_strict,
+    read_config,
+    read_state_dict,
+    rename_keys,
+)
 from lightning_viper.backbones.nemotron_h import NemotronHBackbone
 
 log = logging.getLogger(__name__)
@@ -128,9 +135,7 @@ def load_nemotron_h(
     runtime options (checkpointing, chunked prefill, kernel choice).
     Never downloads and never runs checkpoint code.
     """
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
-        raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+    torch_dtype = float_dtype(dtype, "load_nemotron_h")
     kwargs = config_to_kwargs(read_config(path))
     state = rename_keys(read_state_dict(path, dtype=torch_dtype), {"model.": "", "backbone.": ""})
     state = {k: v for k, v in state.items() if not k.startswith("mtp.")}  # multi-token-prediction heads

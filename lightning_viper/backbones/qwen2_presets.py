@@ -1,5 +1,5 @@
-"""Named Qwen2 shapes. Generic construction lives in :class:`~lightning_viper.backbones.qwen2.Qwen2Backbone`;
-real weights come from :func:`~lightning_viper.backbones.qwen2.load_qwen2`."""
+"""Named Qwen2 shapes. The generic model is :class:`~lightning_viper.backbones.qwen2.Qwen2Backbone`;
+real weights come from :func:`~lightning_viper.backbones.qwen2_loading.load_qwen2`."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ def qwen2_5_7b(**overrides: Any) -> Qwen2Backbone:
         hidden_size=3584,
         intermediate_size=18944,
         num_layers=28,
-        num_heads=28,
-        num_kv_heads=4,
+        num_attention_heads=28,
+        num_key_value_heads=4,
         rope_theta=1_000_000.0,
-        rms_norm_eps=1e-6,
+        layer_norm_epsilon=1e-6,
         tie_word_embeddings=False,
     )
     args.update(overrides)
@@ -33,10 +33,10 @@ def tiny_qwen2(**overrides: Any) -> Qwen2Backbone:
         hidden_size=64,
         intermediate_size=128,
         num_layers=4,
-        num_heads=4,
-        num_kv_heads=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
         rope_theta=10_000.0,
-        rms_norm_eps=1e-6,
+        layer_norm_epsilon=1e-6,
         tie_word_embeddings=False,
     )
     args.update(overrides)

@@ -1,8 +1,9 @@
 """Models and compression schedules the benchmarks run (random weights: speed does not depend on values).
 
 * ``"paper"``: SigLIP so400m/14 at 384 px -> ToMe to 16 tokens per frame -> MLP -> Nemotron-Nano-9B-v2.
-* ``"2b"``: the same encoder and projector with :func:`hybrid_2b`, the training benchmark's backbone.
-* ``"tiny"``: a 2-layer SigLIP at 32 px and :func:`~lightning_viper.backbones.presets.tiny_hybrid`
+* ``"2b"``: the same encoder and projector with
+  :func:`~lightning_viper.backbones.nemotron_h_presets.hybrid_2b`, the training benchmark's backbone.
+* ``"tiny"``: a 2-layer SigLIP at 32 px and :func:`~lightning_viper.backbones.nemotron_h_presets.tiny_hybrid`
   (CPU tests).
 """
 
@@ -18,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_viper.backbones.base import Backbone
 from lightning_viper.backbones.nemotron_h import NemotronHBackbone
-from lightning_viper.backbones.presets import nemotron_nano_9b_v2, tiny_hybrid
+from lightning_viper.backbones.nemotron_h_presets import hybrid_2b, nemotron_nano_9b_v2, tiny_hybrid
 from lightning_viper.compression.base import CompressionStage
 from lightning_viper.compression.token_drop import TokenDrop
 from lightning_viper.compression.transv import TransV
@@ -31,35 +32,6 @@ from lightning_viper.text.tokenizer import build_demo_tokenizer, load_tokenizer
 ModelName = Literal["paper", "2b", "tiny"]
 Strategy = Literal["none", "transv", "uniform_drop"]
 DType = Literal["bfloat16", "float32"]
-
-HYBRID_2B_PATTERN = ("M-" * 5 + "M*-") * 4  # 52 layers: 24 Mamba-2, 4 attention, 24 MLP
-
-
-def hybrid_2b(**overrides: Any) -> NemotronHBackbone:
-    """A ~2.1B-parameter Nemotron-H-style hybrid for the training benchmark: 52 layers
-    (24 Mamba-2, 4 attention at 11/24/37/50, 24 MLP), hidden 2048, Mamba-2 64 heads x 64
-    (state 128, 8 groups, chunk 256), attention 16 query / 4 KV heads of 128, squared-ReLU FFN
-    8192, vocabulary 131072 (untied). About 1.55B layer parameters + 0.54B embedding and head."""
-    args: dict[str, Any] = dict(
-        pattern=HYBRID_2B_PATTERN,
-        hidden_size=2048,
-        intermediate_size=8192,
-        vocab_size=131072,
-        num_attention_heads=16,
-        num_key_value_heads=4,
-        head_dim=128,
-        mamba_num_heads=64,
-        mamba_head_dim=64,
-        ssm_state_size=128,
-        n_groups=8,
-        conv_kernel=4,
-        chunk_size=256,
-        mlp_hidden_act="relu2",
-        layer_norm_epsilon=1e-5,
-        tie_word_embeddings=False,
-    )
-    args.update(overrides)
-    return NemotronHBackbone(**args)
 
 
 def paper_layers(backbone: Backbone) -> tuple[int, int]:

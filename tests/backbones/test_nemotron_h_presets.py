@@ -6,7 +6,12 @@ import time
 
 import torch
 
-from lightning_viper.backbones.presets import nemotron_nano_9b_v2, nemotron_nano_12b_v2, tiny_hybrid
+from lightning_viper.backbones.nemotron_h_presets import (
+    hybrid_2b,
+    nemotron_nano_9b_v2,
+    nemotron_nano_12b_v2,
+    tiny_hybrid,
+)
 from tests.backbones.test_nemotron_h_helpers import packed_state
 
 
@@ -47,6 +52,17 @@ def test_12b_preset_layout_on_meta():
         model = nemotron_nano_12b_v2()
     assert model.num_layers == 62 and model.layer_kinds.count("attention") == 6
     assert model.param_count() == hand_count(model.pattern, 5120, 131072, 40, 8, 128, 128, 80, 128, 8, 4, 20480)
+
+
+def test_2b_preset_layout_on_meta():
+    """The training benchmark's hybrid: 52 layers, attention at 11/24/37/50, 2.09B parameters."""
+    with torch.device("meta"):
+        model = hybrid_2b()
+    assert model.num_layers == 52 and model.layer_kinds.count("mamba") == 24
+    assert [i for i, kind in enumerate(model.layer_kinds) if kind == "attention"] == [11, 24, 37, 50]
+    count = model.param_count()
+    assert count == hand_count(model.pattern, 2048, 131072, 16, 4, 128, 64, 64, 128, 8, 4, 8192)
+    assert 2.05e9 < count < 2.15e9
 
 
 def test_tiny_hybrid_has_every_kind_and_runs():

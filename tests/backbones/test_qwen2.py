@@ -12,7 +12,8 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from lightning_viper.backbones.loading import CheckpointError
-from lightning_viper.backbones.qwen2 import Qwen2Backbone, load_qwen2
+from lightning_viper.backbones.qwen2 import Qwen2Backbone
+from lightning_viper.backbones.qwen2_loading import load_qwen2
 from lightning_viper.backbones.qwen2_presets import qwen2_5_7b, tiny_qwen2
 from tests.backbones.conftest import layout_state, place_tokens
 

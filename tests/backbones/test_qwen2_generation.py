@@ -11,7 +11,8 @@ from torch import Tensor
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from lightning_viper.backbones.base import Backbone
-from lightning_viper.backbones.qwen2 import Qwen2Backbone, load_qwen2
+from lightning_viper.backbones.qwen2 import Qwen2Backbone
+from lightning_viper.backbones.qwen2_loading import load_qwen2
 from lightning_viper.backbones.qwen2_presets import tiny_qwen2
 from lightning_viper.compression.base import CompressionStage
 from lightning_viper.sequence import SequenceState, compact

@@ -9,8 +9,8 @@ import torch
 
 from lightning_viper.backbones.base import Backbone
 from lightning_viper.backbones.cache import KVCache
+from lightning_viper.backbones.nemotron_h_presets import tiny_hybrid
 from lightning_viper.backbones.norm import RMSNorm
-from lightning_viper.backbones.presets import tiny_hybrid
 from lightning_viper.backbones.qwen2_presets import tiny_qwen2
 from lightning_viper.sequence import TokenKind
 from tests.backbones.conftest import layout_state

@@ -44,7 +44,7 @@ def naive_scores(backbone: Backbone, layer: int, hidden: torch.Tensor, state: Se
 @pytest.mark.parametrize("keep", [0.2, 0.5])
 @torch.no_grad()
 def test_matches_naive_attention_from_all_instruction_tokens(keep: float) -> None:
-    from lightning_viper.backbones.presets import tiny_hybrid
+    from lightning_viper.backbones.nemotron_h_presets import tiny_hybrid
 
     torch.manual_seed(0)
     backbone = tiny_hybrid().double().eval()

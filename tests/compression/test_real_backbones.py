@@ -16,7 +16,7 @@ from .conftest import make_state
 
 
 def hybrid() -> Backbone:
-    from lightning_viper.backbones.presets import tiny_hybrid
+    from lightning_viper.backbones.nemotron_h_presets import tiny_hybrid
 
     return tiny_hybrid()  # 'M-*M-*': attention at layers 2 and 5
 
