@@ -65,10 +65,6 @@ class SequenceState:
     def num_segments(self) -> int:
         return int(self.segment_row.shape[0])
 
-    @property
-    def is_packed(self) -> bool:
-        return self.num_segments != self.batch_size
-
     def vision_mask(self) -> Tensor:
         """(B, T) bool, True on vision tokens."""
         return self.kind == TokenKind.VISION

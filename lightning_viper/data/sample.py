@@ -22,8 +22,8 @@ from lightning_viper.data.decode import (
     decode_image,
     decode_video,
 )
+from lightning_viper.data.tasks import TASKS
 
-TASKS = ("mcq", "qa", "caption", "grounding", "count")
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _PLACEHOLDER = re.compile(r"<(image|video)>\s*")
 _LETTER = re.compile(r"^\(?([A-Z])(?:[.):]|$)")  # "C", "C.", "C) blue", "(C) blue"

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lightning_viper.data.tasks import TASKS
 from lightning_viper.metrics.accuracy import CountingAccuracy, MultipleChoiceAccuracy, ParsedAccuracy
 from lightning_viper.metrics.caption import Bleu4, RougeL, rouge_l
 from lightning_viper.metrics.cider import CIDErD
@@ -25,8 +26,6 @@ from lightning_viper.metrics.parsing import (
     target_choice,
 )
 from lightning_viper.metrics.state_dtype import KeepStateDtype
-
-TASKS = ("mcq", "grounding", "count", "caption", "qa")
 
 
 class QAExactMatch(ParsedAccuracy):
