@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_cosine_schedule_with_warmup
 
 
 def param_groups(
@@ -37,14 +37,7 @@ def param_groups(
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> LambdaLR:
-    """Linear warmup over ``warmup_ratio * total_steps`` steps, then cosine decay to 0."""
+    """Linear warmup from 0 over ``warmup_ratio * total_steps`` steps, then cosine decay to 0 at
+    ``total_steps`` (transformers' ``get_cosine_schedule_with_warmup``)."""
     warmup = max(1, round(warmup_ratio * total_steps)) if warmup_ratio > 0 else 0
-    total = max(total_steps, warmup + 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return LambdaLR(optimizer, factor)
+    return get_cosine_schedule_with_warmup(optimizer, warmup, max(total_steps, warmup + 1))
