@@ -1,9 +1,12 @@
 """The ``viper`` console script: the project's own verbs.
 
 viper synth   OUT_DIR [--num_samples ...]     synthetic long-video shards
-viper pack    ANNOTATIONS MEDIA_ROOT OUT_DIR {llava_video,videomme,charades} [--shard_size_mb 256]
-              [--workers 4] [--prefix shard] [--check true] [--limit N]   real data -> shards
+viper pack    ANNOTATIONS MEDIA_ROOT OUT_DIR FORMAT [--shard_size_mb 256] [--workers 4] [--prefix shard]
+              [--check true] [--limit N] [--answers FILE]   real data -> shards; FORMAT: llava_video,
+              videomme, mlvu, longvideobench, lvbench, egoschema, charades, activitynet_captions,
+              youcook2, timeviper (docs/data.md)
 viper compare recipes/compare/demo.yaml [--overrides ...]
+viper analyze knockout|attention --config RECIPE --ckpt_path CKPT --out DIR   information-flow analysis
 viper bench   data | data_memory | prefill | train | breakdown ...
 viper tokenizer '[SHARDS_OR_ANNOTATIONS,...]' OUT_DIR [--vocab_size 8000]   byte-level BPE
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Any
 
 from jsonargparse import auto_cli
@@ -20,6 +24,7 @@ from jsonargparse import auto_cli
 
 def verbs() -> dict[str, Any]:
     """Verb name -> typed function (or a dict of them); jsonargparse builds the parsers."""
+    from lightning_viper.analysis.command import analyze_attention, analyze_knockout
     from lightning_viper.bench.breakdown import bench_breakdown
     from lightning_viper.bench.prefill import bench_prefill
     from lightning_viper.bench.train import bench_train
@@ -34,6 +39,7 @@ def verbs() -> dict[str, Any]:
         "synth": synth,
         "pack": pack,
         "compare": compare,
+        "analyze": {"knockout": analyze_knockout, "attention": analyze_attention},
         "tokenizer": train_tokenizer,
         "bench": {
             "data": bench_data,
@@ -47,7 +53,9 @@ def verbs() -> dict[str, Any]:
 
 def main(args: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
-    result = auto_cli(verbs(), args=args, as_positional=True)
+    from lightning_viper.analysis.command import cli_args  # `viper analyze ... --config RECIPE`
+
+    result = auto_cli(verbs(), args=cli_args(sys.argv[1:] if args is None else args), as_positional=True)
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
 

@@ -150,36 +150,51 @@ def pack(
     annotations: str,
     media_root: str,
     out_dir: str,
-    format: Literal["llava_video", "videomme", "charades"],
+    format: Literal[
+        "llava_video",
+        "videomme",
+        "charades",
+        "mlvu",
+        "longvideobench",
+        "lvbench",
+        "egoschema",
+        "activitynet_captions",
+        "youcook2",
+        "timeviper",
+    ],
     shard_size_mb: float = 256,
     workers: int = 4,
     prefix: str = "shard",
     check: bool = True,
     limit: int | None = None,
+    answers: str | None = None,
 ) -> dict[str, Any]:
     """Pack ``annotations`` (JSON / JSONL / parquet / txt) + media under ``media_root`` into shards.
 
     Args:
-        annotations: annotation file in the schema of ``format`` (see :mod:`.adapters`).
+        annotations: annotation file in the schema of ``format`` (see :mod:`.adapters`; for
+            ``mlvu`` also MLVU's ``json/`` folder, for ``timeviper`` the dataset-list YAML).
         media_root: folder the annotation's media paths are relative to.
         out_dir: output folder: ``<prefix>-000000.tar``, ..., ``summary.json``.
-        format: annotation schema: "llava_video", "videomme" or "charades".
+        format: annotation schema (one module of :mod:`.adapters` per family says which release
+            and file it follows).
         shard_size_mb: target shard size in MiB (a single larger file gets a shard of its own).
         workers: processes writing shards in parallel (1: in this process).
         prefix: shard file name prefix.
         check: decode the first frame and the last keyframe interval of every file and record the
             duration (skips undecodable and truncated ones).
         limit: pack only the first ``limit`` records (a quick trial).
+        answers: ``egoschema`` only: the answers file ``{q_uid: option index}`` (``subset_answers.json``).
 
     Returns:
         The summary (also in ``out_dir/summary.json``): shards, counts written/skipped, skip reasons,
-        every skipped record (key, media, reason) and malformed row (row, id, reason), bytes, and
+        every skipped record (key, media, reason) and malformed row (file, row, id, reason), bytes, and
         how many shards were reused from an earlier run.
     """
     root, out = Path(media_root), Path(out_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"media root {media_root!r} is not a directory")
-    records, bad_rows = load_records(annotations, format)
+    records, bad_rows = load_records(annotations, format, answers)
     records = records[:limit]
     plan = plan_shards(records, root, int(shard_size_mb * (1 << 20)))
     out.mkdir(parents=True, exist_ok=True)
