@@ -14,12 +14,14 @@ QUERY_CHUNK = 16  # query tokens scored at once: (B, Hq, 16, T) float32 logits
 
 
 @torch.no_grad()
-def query_attention(view: AttentionLayer, hidden: Tensor, state: SequenceState, queries: Tensor | None) -> Tensor:
+def query_attention(
+    view: AttentionLayer, hidden: Tensor, state: SequenceState, queries: Tensor | None, pre_norm: bool = True
+) -> Tensor:
     """(B, T) float32: head-averaged softmax attention of the ``queries`` (B, T) bool tokens
     (None = each segment's ``state.query_index()``) over the causal keys of their own segment,
-    from ``view``'s pre-norm and (rotary) q/k projections on ``hidden`` (B, T, D), averaged
-    over the query tokens of each segment; 0 elsewhere. Vectorised over rows, segments, queries
-    and heads; keys are projected once."""
+    from ``view``'s pre-norm (skipped with ``pre_norm=False``, the TimeViper reference's rule) and
+    (rotary) q/k projections on ``hidden`` (B, T, D), averaged over the query tokens of each
+    segment; 0 elsewhere. Vectorised over rows, segments, queries and heads; keys are projected once."""
     attn = view.attention
     if queries is None:
         queries = torch.zeros_like(state.mask)
@@ -31,7 +33,7 @@ def query_attention(view: AttentionLayer, hidden: Tensor, state: SequenceState, 
     width = int(count.max()) if b else 0
     if width == 0:
         return out
-    x = view.norm(hidden.to(view.norm.weight.dtype))  # (B, T, D)
+    x = view.norm(hidden.to(view.norm.weight.dtype)) if pre_norm else hidden.to(attn.q_proj.weight.dtype)
     k = attn.key(x, state.position).float()  # (B, Hkv, T, hd), once for every query
     rows, cols = queries.nonzero(as_tuple=True)  # (Q,) row-major: in sequence order per row
     slot = (queries.cumsum(1) - 1)[rows, cols]  # (Q,) place of each query in its row

@@ -15,6 +15,13 @@ everywhere):
 * **Attention-guided selection.** The ``k`` vision tokens with the largest score are kept (ties go
   to the earlier token), in their original order.
 
+``rule: "reference"`` (:data:`Rule`) switches to the TimeViper reference code's conventions, for
+models trained with it (``viper convert timeviper`` selects it): the kept count is
+``k = int(keep * n_orig)`` (truncated, not rounded), uniform picks are ``linspace(0, n - 1, k)``
+truncated to integers, ``j_i = floor(i * (n - 1) / (k - 1))`` (the first and last token always
+kept; ``j_0 = 0`` when ``k = 1``), and attention scores are computed from the layer's input hidden
+states WITHOUT its pre-norm. The default ``"ours"`` is unchanged.
+
 Non-vision tokens are always kept. Everything is vectorised over segments (several per row when
 sequences are packed) through a (S, N) grid: row ``s`` holds segment ``s``'s vision tokens in
 order, ``N`` = the largest vision count.
@@ -27,6 +34,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
+from lightning_viper.backbones.scores import query_attention
 from lightning_viper.sequence import SequenceState
 
 if TYPE_CHECKING:
@@ -34,12 +42,21 @@ if TYPE_CHECKING:
 
 Selector = Literal["uniform", "attention"]
 SELECTORS: tuple[str, ...] = ("uniform", "attention")
+Rule = Literal["ours", "reference"]
+RULES: tuple[str, ...] = ("ours", "reference")
 
 
-def kept_counts(state: SequenceState, keep: float) -> Tensor:
-    """(S,) vision tokens each segment keeps: ``floor(keep * n_orig + 0.5)`` clamped to the current count."""
+def check_rule(name: str, rule: str) -> None:
+    """Raise (naming ``name``) unless ``rule`` is one of :data:`RULES`."""
+    if rule not in RULES:
+        raise ValueError(f"{name}: rule must be one of {RULES}, got {rule!r}")
+
+
+def kept_counts(state: SequenceState, keep: float, rule: Rule = "ours") -> Tensor:
+    """(S,) vision tokens each segment keeps, clamped to the current count: ``floor(keep * n_orig
+    + 0.5)`` (ours) or ``int(keep * n_orig)`` (reference)."""
     orig = state.num_vision_orig.to(torch.float64)
-    k = torch.floor(orig * keep + 0.5).long()  # (S,)
+    k = torch.floor(orig * keep + (0.5 if rule == "ours" else 0.0)).long()  # (S,)
     return torch.minimum(k.clamp(min=0), state.num_vision())
 
 
@@ -91,15 +108,19 @@ def _grid_to_tokens(grid: Tensor, state: SequenceState, rank: Tensor) -> Tensor:
     return keep
 
 
-def uniform_keep(state: SequenceState, k: Tensor) -> Tensor:
-    """(B, T) keep mask of evenly spaced vision tokens, ``k`` (S,) per segment (see module doc)."""
+def uniform_keep(state: SequenceState, k: Tensor, rule: Rule = "ours") -> Tensor:
+    """(B, T) keep mask of evenly spaced vision tokens, ``k`` (S,) per segment (see module doc):
+    bin centres (ours) or truncated ``linspace(0, n - 1, k)`` (reference)."""
     rank = vision_rank(state)
     n = state.num_vision()  # (S,)
     width = max(int(n.max().item()), 1) if n.numel() else 1
     grid = torch.zeros(state.num_segments, width, dtype=torch.bool, device=n.device)  # (S, N)
     i = torch.arange(width, device=n.device).expand(state.num_segments, width)  # (S, N)
     valid = i < k[:, None]
-    idx = ((2 * i + 1) * n[:, None]) // (2 * k[:, None]).clamp(min=1)  # (S, N) bin centres
+    if rule == "ours":
+        idx = ((2 * i + 1) * n[:, None]) // (2 * k[:, None]).clamp(min=1)  # (S, N) bin centres
+    else:
+        idx = (i * (n[:, None] - 1)) // (k[:, None] - 1).clamp(min=1)  # (S, N) linspace(0, n-1, k), floored
     idx = torch.where(valid, idx, torch.zeros_like(idx))
     rows = torch.arange(state.num_segments, device=n.device)[:, None].expand_as(idx)  # (S, N)
     grid[rows[valid], idx[valid]] = True
@@ -134,19 +155,28 @@ def check_selector(name: str, selector: str) -> None:
 
 
 def select_vision(
-    selector: str, layer: int, keep: float, hidden: Tensor, state: SequenceState, backbone: Backbone
+    selector: str,
+    layer: int,
+    keep: float,
+    hidden: Tensor,
+    state: SequenceState,
+    backbone: Backbone,
+    rule: Rule = "ours",
 ) -> tuple[Tensor, Tensor]:
-    """Decide which tokens stay before ``layer``.
+    """Decide which tokens stay before ``layer`` under ``rule`` (see the module docstring).
 
     Returns ``keep_mask`` (B, T) bool (every real non-vision token True) and ``k`` (S,) kept
     vision counts. Attention scores are only computed when something is dropped.
     """
-    k = kept_counts(state, keep)
+    k = kept_counts(state, keep, rule)
     if nothing_dropped(state, k):
         return state.mask.clone(), k
     if selector == "uniform":
-        return uniform_keep(state, k), k
+        return uniform_keep(state, k, rule), k
     if selector == "attention":
-        scores = backbone.attention_scores(layer, hidden, state)  # (B, T) float32
+        if rule == "ours":
+            scores = backbone.attention_scores(layer, hidden, state)  # (B, T) float32
+        else:  # the reference scores the layer's raw input: no pre-norm
+            scores = query_attention(backbone.attention_layer(layer), hidden, state, None, pre_norm=False)
         return topk_keep(scores, state, k), k
     raise ValueError(f"unknown selector {selector!r}; expected one of {SELECTORS}")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from lightning_viper.compression.base import CompressionStage
-from lightning_viper.compression.selection import Selector, check_selector, select_vision
+from lightning_viper.compression.selection import Rule, Selector, check_rule, check_selector, select_vision
 from lightning_viper.sequence import SequenceState, compact
 
 if TYPE_CHECKING:
@@ -24,15 +24,18 @@ class TokenDrop(CompressionStage):
             (see :mod:`lightning_viper.compression.selection`).
         selector: ``"uniform"`` keeps evenly spaced tokens; ``"attention"`` keeps the tokens the
             last instruction token attends to most at ``layer`` (must be an attention layer).
+        rule: ``"ours"`` or ``"reference"`` (the TimeViper reference code's counting, uniform
+            picks and pre-norm-free scores; see :mod:`lightning_viper.compression.selection`).
 
     Non-vision tokens are never dropped; labels, positions and masks follow through
     :func:`~lightning_viper.sequence.compact`. When nothing would be dropped the input is
     returned unchanged.
     """
 
-    def __init__(self, layer: int, keep: float, selector: Selector = "uniform") -> None:
+    def __init__(self, layer: int, keep: float, selector: Selector = "uniform", rule: Rule = "ours") -> None:
         super().__init__(layer, keep)
         self.selector = selector
+        self.rule = rule
 
     @property
     def requires_attention_layer(self) -> bool:
@@ -41,13 +44,15 @@ class TokenDrop(CompressionStage):
     def bind(self, backbone: Backbone) -> None:
         super().bind(backbone)
         check_selector(self.describe(), self.selector)
+        check_rule(self.describe(), self.rule)
 
     def forward(self, hidden: Tensor, state: SequenceState, backbone: Backbone) -> tuple[Tensor, SequenceState]:
         """(B, T, D) -> (B, T', D) with the dropped vision tokens removed and re-padded on the left."""
-        keep_mask, k = select_vision(self.selector, self.layer, self.keep, hidden, state, backbone)
+        keep_mask, k = select_vision(self.selector, self.layer, self.keep, hidden, state, backbone, self.rule)
         if bool((k >= state.num_vision()).all()):
             return hidden, state
         return compact(hidden, state, keep_mask)
 
     def describe(self) -> str:
-        return f"TokenDrop(layer={self.layer}, keep={self.keep}, selector={self.selector})"
+        rule = "" if self.rule == "ours" else f", rule={self.rule}"
+        return f"TokenDrop(layer={self.layer}, keep={self.keep}, selector={self.selector}{rule})"

@@ -11,6 +11,13 @@ of that segment then absorb the dropped ones X0d through a gated cross-attention
 dropping. The projections are shaped like the backbone's attention layers and, with
 ``init_from_attention``, start as copies of the nearest attention layer's q/k/v/o weights and
 pre-norm weight. There are no positions (no rotary) in this cross-attention.
+
+``rule: "reference"`` follows the TimeViper reference code instead, for models trained with it
+(``viper convert timeviper`` selects it): the selection conventions of
+:mod:`~lightning_viper.compression.selection` (``int(keep * n)`` counts, ``linspace`` picks,
+pre-norm-free scores); no ``norm`` (Q = X1 Wq, K = X0d Wk, V = X0d Wv); the queries are ALL tokens
+after the video, response tokens included in training (instruction tokens only in generation);
+and ``init_from_attention`` copies the first attention layer at or after ``layer`` (q/k/v/o).
 """
 
 from __future__ import annotations
@@ -23,9 +30,16 @@ from torch import Tensor, nn
 from lightning_viper.backbones.attention import AttentionLayer
 from lightning_viper.backbones.norm import RMSNorm
 from lightning_viper.compression.base import CompressionStage
-from lightning_viper.compression.selection import Selector, check_selector, pad_by_segment, select_vision
+from lightning_viper.compression.selection import (
+    Rule,
+    Selector,
+    check_rule,
+    check_selector,
+    pad_by_segment,
+    select_vision,
+)
 from lightning_viper.ops.attention import masked_attention
-from lightning_viper.sequence import SequenceState, compact
+from lightning_viper.sequence import SequenceState, TokenKind, compact
 
 if TYPE_CHECKING:
     from lightning_viper.backbones.base import Backbone
@@ -35,6 +49,11 @@ def nearest_attention_layer(backbone: Backbone, layer: int) -> int | None:
     """The attention layer closest to ``layer`` (the earlier one on a tie), None if there is none."""
     attn = backbone.attention_layers
     return min(attn, key=lambda i: (abs(i - layer), i)) if attn else None
+
+
+def next_attention_layer(backbone: Backbone, layer: int) -> int | None:
+    """The first attention layer at or after ``layer`` (the reference's choice), None if there is none."""
+    return next((i for i in backbone.attention_layers if i >= layer), None)
 
 
 class TransV(CompressionStage):
@@ -49,8 +68,10 @@ class TransV(CompressionStage):
         num_heads: heads of the cross-attention. None = the backbone attention's shape (query
             and key/value heads, head dim); an int = that many heads of width D / num_heads
             (then ``init_from_attention`` requires it to equal the backbone's head count).
+        rule: ``"ours"`` (default) or ``"reference"`` (the TimeViper reference code's rules, see
+            the module docstring).
 
-    All parameters (``alpha``, ``norm``, ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``) live in
+    All parameters (``alpha``, ``norm`` (``"ours"`` only), ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``) live in
     this module, so ``model.compression.parameters()`` is the TransV optimizer group.
     """
 
@@ -61,9 +82,12 @@ class TransV(CompressionStage):
         selector: Selector = "uniform",
         init_from_attention: bool = True,
         num_heads: int | None = None,
+        rule: Rule = "ours",
     ) -> None:
         super().__init__(layer, keep)
         self.selector = selector
+        self.rule = rule
+        self.norm: RMSNorm | None = None
         self.init_from_attention = init_from_attention
         self.num_heads = num_heads
         self.alpha = nn.Parameter(torch.zeros(()))
@@ -80,10 +104,18 @@ class TransV(CompressionStage):
         """Check the layer and selector, then build (and optionally copy) the cross-attention."""
         super().bind(backbone)
         check_selector(self.describe(), self.selector)
+        check_rule(self.describe(), self.rule)
         if self._bound:
             return
-        src = nearest_attention_layer(backbone, self.layer)
-        view = backbone.attention_layer(src) if src is not None else None
+        nearest = nearest_attention_layer(backbone, self.layer)
+        src = nearest if self.rule == "ours" else next_attention_layer(backbone, self.layer)
+        if src is None and self.init_from_attention and nearest is not None:
+            raise ValueError(
+                f"{self.describe()}: init_from_attention (reference rule) copies the first attention layer at "
+                f"or after layer {self.layer}, and there is none (attention layers: {backbone.attention_layers}); "
+                "set init_from_attention: false"
+            )
+        view = backbone.attention_layer(src if src is not None else nearest) if nearest is not None else None
         d = backbone.hidden_size
         if self.num_heads is None:
             if view is None:
@@ -114,7 +146,8 @@ class TransV(CompressionStage):
         self.v_proj = nn.Linear(d, hkv * hd, bias=bias_qkv, **kw)
         self.o_proj = nn.Linear(hq * hd, d, bias=bias_o, **kw)
         self.alpha = nn.Parameter(self.alpha.detach().to(**kw))  # same device/dtype as the rest
-        self.norm = RMSNorm(d, view.eps if view is not None else 1e-6).to(**kw)
+        if self.rule == "ours":
+            self.norm = RMSNorm(d, view.eps if view is not None else 1e-6).to(**kw)
         if self.init_from_attention and view is not None:
             self._copy_from(view)
         self._bound = True
@@ -126,18 +159,22 @@ class TransV(CompressionStage):
             mine.weight.copy_(theirs.weight)
             if mine.bias is not None:
                 mine.bias.copy_(theirs.bias)
-        self.norm.weight.copy_(view.norm_weight)
+        if self.norm is not None:
+            self.norm.weight.copy_(view.norm_weight)
 
     def transfer(self, hidden: Tensor, state: SequenceState, dropped: Tensor) -> Tensor:
         """Add the gated cross-attention from each segment's ``dropped`` (B, T) tokens to its
-        instruction tokens. (B, T, D) -> (B, T, D); segments with no dropped or no instruction
-        tokens are unchanged."""
-        instr = state.instruction_mask() & state.mask
+        instruction tokens (reference rule: every token after the video, responses included).
+        (B, T, D) -> (B, T, D); segments with no dropped or no query tokens are unchanged."""
+        instr = state.instruction_mask()
+        if self.rule == "reference":
+            instr = instr | (state.kind == TokenKind.RESPONSE)
+        instr = instr & state.mask
         queries, q_valid, q_rank = pad_by_segment(hidden, state, instr)  # (S, M, D)
         keys, k_valid, _ = pad_by_segment(hidden, state, dropped)  # (S, N, D)
         s, m, _ = queries.shape
         n = keys.shape[1]
-        xq, xk = self.norm(queries), self.norm(keys)
+        xq, xk = (self.norm(queries), self.norm(keys)) if self.norm is not None else (queries, keys)
         q = self.q_proj(xq).view(s, m, self.q_heads, self.head_dim).transpose(1, 2)  # (S, Hq, M, hd)
         k = self.k_proj(xk).view(s, n, self.kv_heads, self.head_dim).transpose(1, 2)  # (S, Hkv, N, hd)
         v = self.v_proj(xk).view(s, n, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -155,7 +192,7 @@ class TransV(CompressionStage):
         """(B, T, D) -> (B, T', D): instruction tokens updated, dropped vision tokens removed."""
         if not self._bound:
             raise RuntimeError(f"{self.describe()}: call bind(backbone) before use (VideoLM does this)")
-        keep_mask, k = select_vision(self.selector, self.layer, self.keep, hidden, state, backbone)
+        keep_mask, k = select_vision(self.selector, self.layer, self.keep, hidden, state, backbone, self.rule)
         if bool((k >= state.num_vision()).all()):
             return hidden, state
         dropped = state.vision_mask() & state.mask & ~keep_mask
@@ -163,4 +200,5 @@ class TransV(CompressionStage):
         return compact(hidden, state, keep_mask)
 
     def describe(self) -> str:
-        return f"TransV(layer={self.layer}, keep={self.keep}, selector={self.selector})"
+        rule = "" if self.rule == "ours" else f", rule={self.rule}"
+        return f"TransV(layer={self.layer}, keep={self.keep}, selector={self.selector}{rule})"

@@ -12,6 +12,12 @@ One round of bipartite soft matching on ``n`` tokens (all frames at once):
 Rounds repeat until ``target`` tokens remain. Surviving tokens keep their original order (B
 tokens stay where they were; merged A tokens disappear), so the output is still roughly in
 raster order. Merging runs in float32 (or float64) and is cast back to the input dtype.
+
+``rule="reference"`` follows the TimeViper reference code instead (for its checkpoints; ``viper
+convert timeviper`` selects it): the similarity is ONE cosine of the head-averaged features (the
+``num_heads`` slices of each feature averaged into one vector of width D / num_heads), and after
+each round the unmerged A tokens come first, ordered by their best similarity (highest first),
+then every B token in its original place order.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_viper.compression.selection import Rule, check_rule
 from lightning_viper.projectors.base import Projector
 from lightning_viper.projectors.mlp import MLPHead
 
@@ -58,13 +65,36 @@ def merge_round(x: Tensor, sizes: Tensor, r: int, num_heads: int) -> tuple[Tenso
     return x.gather(1, keep.unsqueeze(-1).expand(f, n - r, d)), sizes.gather(1, keep)
 
 
-def tome_merge(x: Tensor, sizes: Tensor | None, target: int, num_heads: int = 16) -> tuple[Tensor, Tensor]:
+def merge_round_reference(x: Tensor, sizes: Tensor, r: int, num_heads: int) -> tuple[Tensor, Tensor]:
+    """The reference rule's round (module docstring). x (F, n, D), sizes (F, n) -> (F, n - r, ...),
+    ordered: unmerged A tokens by descending best similarity, then the B tokens."""
+    f, _, d = x.shape
+    if d % num_heads:
+        raise ValueError(f"feature width {d} is not divisible by num_heads={num_heads}")
+    metric = F.normalize(x.unflatten(-1, (num_heads, d // num_heads)).mean(-2), dim=-1)  # (F, n, D/h)
+    best, match = (metric[:, ::2] @ metric[:, 1::2].transpose(1, 2)).max(dim=-1)  # (F, Na)
+    order = torch.sort(best, dim=-1, descending=True, stable=True).indices  # (F, Na)
+    unmerged, src = order[:, r:], order[:, :r]  # (F, Na - r), (F, r) indices into A
+    dst = match.gather(1, src)  # (F, r) indices into B
+    weighted = x * sizes.unsqueeze(-1)  # merged token = sum(size * x) / sum(size)
+    xa, xb, sa, sb = weighted[:, ::2], weighted[:, 1::2], sizes[:, ::2], sizes[:, 1::2]
+    xb = xb.scatter_add(1, dst.unsqueeze(-1).expand(f, r, d), xa.gather(1, src.unsqueeze(-1).expand(f, r, d)))
+    sb = sb.scatter_add(1, dst, sa.gather(1, src))
+    keep_a = unmerged.unsqueeze(-1).expand(f, unmerged.shape[1], d)
+    out_x = torch.cat([xa.gather(1, keep_a), xb], dim=1)  # (F, n - r, D)
+    out_s = torch.cat([sa.gather(1, unmerged), sb], dim=1)  # (F, n - r)
+    return out_x / out_s.unsqueeze(-1), out_s
+
+
+def tome_merge(
+    x: Tensor, sizes: Tensor | None, target: int, num_heads: int = 16, rule: Rule = "ours"
+) -> tuple[Tensor, Tensor]:
     """Merge each frame's tokens down to ``target`` by repeated bipartite soft matching.
 
     Args:
         x: (F, P, D) token features. sizes: (F, P) how many original patches each token stands
             for (None = all ones). target: tokens to keep per frame (>= 1). num_heads: heads of
-            the similarity metric (must divide D).
+            the similarity metric (must divide D). rule: "ours" or "reference" (module docstring).
 
     Returns:
         (F, min(P, target), D) merged features (size-weighted means, input dtype) and their
@@ -77,7 +107,8 @@ def tome_merge(x: Tensor, sizes: Tensor | None, target: int, num_heads: int = 16
     s = torch.ones(x.shape[:2], dtype=work, device=x.device) if sizes is None else sizes.to(work)
     while out.shape[1] > target:
         n = out.shape[1]
-        out, s = merge_round(out, s, min(n - target, n // 2), num_heads)
+        merge = merge_round if rule == "ours" else merge_round_reference
+        out, s = merge(out, s, min(n - target, n // 2), num_heads)
     return out.to(x.dtype), s
 
 
@@ -87,12 +118,16 @@ class ToMeProjector(Projector):
     Args:
         tokens_per_frame: tokens each frame keeps (TimeViper: 16 of 729 patches).
         num_heads: heads of the similarity metric (must divide the encoder width).
+        rule: ``"ours"`` or ``"reference"`` (the TimeViper reference's similarity and token order,
+            see the module docstring).
 
     Call :meth:`bind` (``VideoLM`` does) before use. (F, P, Dv) -> (F, N, D).
     """
 
-    def __init__(self, tokens_per_frame: int = 16, num_heads: int = 16) -> None:
+    def __init__(self, tokens_per_frame: int = 16, num_heads: int = 16, rule: Rule = "ours") -> None:
         super().__init__()
+        check_rule("ToMeProjector", rule)
+        self.rule = rule
         if tokens_per_frame < 1:
             raise ValueError(f"tokens_per_frame must be at least 1, got {tokens_per_frame}")
         if num_heads < 1:
@@ -125,6 +160,6 @@ class ToMeProjector(Projector):
         """(F, P, Dv) -> (F, min(P, tokens_per_frame), D)."""
         if self.mlp is None:
             raise RuntimeError("ToMeProjector: call bind(vision_dim, llm_dim) before use (VideoLM does this)")
-        merged, _ = tome_merge(features, None, self.num_tokens, self.num_heads)
+        merged, _ = tome_merge(features, None, self.num_tokens, self.num_heads, self.rule)
         out: Tensor = self.mlp(merged)
         return out

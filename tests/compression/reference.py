@@ -81,12 +81,23 @@ def rms(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return weight * (x / torch.sqrt((x * x).mean() + eps))
 
 
-def naive_transfer(hidden: Tensor, state: SequenceState, kept: dict[int, list[int]], stage: torch.nn.Module) -> Tensor:
-    """X1 <- X1 + tanh(alpha) * CrossAttn(norm(X1), norm(X_dropped)), one query and one head at a time."""
+def naive_transfer(
+    hidden: Tensor,
+    state: SequenceState,
+    kept: dict[int, list[int]],
+    stage: torch.nn.Module,
+    query_kinds: tuple[int, ...] = (TokenKind.INSTRUCTION,),
+) -> Tensor:
+    """X1 <- X1 + tanh(alpha) * CrossAttn(norm(X1), norm(X_dropped)), one query and one head at a time.
+
+    ``query_kinds``: which tokens are X1; a stage without ``norm`` (the reference rule) uses raw inputs."""
     out = hidden.clone()
     hq, hkv, hd = stage.q_heads, stage.kv_heads, stage.head_dim
-    w = stage.norm.weight
+    norm = stage.norm
     gate = math.tanh(float(stage.alpha.detach()))
+
+    def prenorm(x: Tensor) -> Tensor:
+        return x if norm is None else rms(x, norm.weight, norm.eps)
 
     def lin(layer: torch.nn.Linear, x: Tensor) -> Tensor:
         y = layer.weight @ x
@@ -94,13 +105,13 @@ def naive_transfer(hidden: Tensor, state: SequenceState, kept: dict[int, list[in
 
     for s, (r, cols) in segment_columns(state).items():
         dropped = [c for c in cols if int(state.kind[r, c]) == TokenKind.VISION and c not in kept[s]]
-        instr = [c for c in cols if int(state.kind[r, c]) == TokenKind.INSTRUCTION]
+        instr = [c for c in cols if int(state.kind[r, c]) in query_kinds]
         if not dropped:
             continue
-        keys = [lin(stage.k_proj, rms(hidden[r, c], w, stage.norm.eps)) for c in dropped]
-        vals = [lin(stage.v_proj, rms(hidden[r, c], w, stage.norm.eps)) for c in dropped]
+        keys = [lin(stage.k_proj, prenorm(hidden[r, c])) for c in dropped]
+        vals = [lin(stage.v_proj, prenorm(hidden[r, c])) for c in dropped]
         for c in instr:
-            q = lin(stage.q_proj, rms(hidden[r, c], w, stage.norm.eps))
+            q = lin(stage.q_proj, prenorm(hidden[r, c]))
             heads = []
             for h in range(hq):
                 g = h // (hq // hkv)
