@@ -59,14 +59,16 @@ def charades(row: Any, i: int) -> list[PackRecord]:
 
 
 def _events(pairs: list[tuple[Any, Any]], format: str, field: str) -> list[tuple[float, float, str]]:
-    """Validated ``(start_s, end_s, sentence)`` events in time order."""
+    """Validated ``(start_s, end_s, sentence)`` events in time order; ``field`` names the span of
+    event ``n`` in messages (e.g. ``"timestamps[{n}]"``)."""
     events = []
     for n, (span, sentence) in enumerate(pairs):
+        name = field.format(n=n)
         if not isinstance(span, list | tuple) or len(span) != 2:
-            raise BadRow(f"{format} row's {field}[{n}] must be [start_s, end_s], got {span!r}")
-        start, end = seconds(span[0], f"{field}[{n}]", format), seconds(span[1], f"{field}[{n}]", format)
+            raise BadRow(f"{format} row's {name!r} must be [start_s, end_s], got {span!r}")
+        start, end = seconds(span[0], name, format), seconds(span[1], name, format)
         if not 0 <= start <= end:
-            raise BadRow(f"{format} row's {field}[{n}] {list(span)!r} must have 0 <= start <= end")
+            raise BadRow(f"{format} row's {name!r} {list(span)!r} must have 0 <= start <= end")
         if not isinstance(sentence, str) or not sentence.strip():
             raise BadRow(f"{format} row's event {n} has no sentence")
         events.append((start, end, sentence.strip().rstrip(".")))
@@ -99,7 +101,7 @@ def activitynet_captions(row: Any, i: int) -> list[PackRecord]:
     sentences = need(row, "sentences", list, "one sentence per timestamp", "activitynet_captions")
     if len(spans) != len(sentences):
         raise BadRow(f"activitynet_captions row has {len(spans)} 'timestamps' but {len(sentences)} 'sentences'")
-    events = _events(list(zip(spans, sentences, strict=True)), "activitynet_captions", "timestamps")
+    events = _events(list(zip(spans, sentences, strict=True)), "activitynet_captions", "timestamps[{n}]")
     return [dense_caption_record("activitynet_captions", vid, vid, row.get("duration"), events)]
 
 
@@ -109,7 +111,9 @@ def youcook2(row: Any, i: int) -> list[PackRecord]:
     annotations = need(row, "annotations", list, "[{segment: [s, e], sentence}, ...]", "youcook2")
     if not all(isinstance(a, dict) for a in annotations):
         raise BadRow("youcook2 row's 'annotations' must be objects {segment, sentence}")
-    events = _events([(a.get("segment"), a.get("sentence")) for a in annotations], "youcook2", "segment")
+    events = _events(
+        [(a.get("segment"), a.get("sentence")) for a in annotations], "youcook2", "annotations[{n}].segment"
+    )
     parts = [str(row[k]) for k in ("subset", "recipe_type") if row.get(k) is not None]
     return [dense_caption_record("youcook2", vid, "/".join([*parts, vid]), row.get("duration"), events)]
 
