@@ -79,7 +79,23 @@ def parse_annotation(raw: bytes, key: str = "?") -> dict[str, Any]:
         _time_range(ann, "span", key)
     if ann.get("window") is not None:
         _time_range(ann, "window", key)
+    _check_groups(ann.get("groups"), key)
     return ann
+
+
+def _check_groups(groups: Any, key: str) -> None:
+    """``groups`` (optional): what the test accuracy is broken down by, e.g. ``{"duration": "short",
+    "task": "Counting Problem"}``; a value may be a list (a sample in several task types)."""
+    if groups is None:
+        return
+    ok = isinstance(groups, dict) and all(
+        isinstance(k, str) and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)))
+        for k, v in groups.items()
+    )
+    if not ok:
+        raise BadSample(
+            f"sample {key!r}: annotation 'groups' must map names to a string or a list of strings, got {groups!r}"
+        )
 
 
 def _fill_from_conversations(ann: dict[str, Any]) -> None:
@@ -215,6 +231,7 @@ class SampleDecoder:
             "fps": video.fps,
             "timestamps": [round(float(t), 4) for t in video.timestamps],
             "source": ann.get("source"),
+            "groups": ann.get("groups") or {},
             "padding": False,
         }
         prompt_text = format_question(ann, num_frames, duration, self.grounding_context)

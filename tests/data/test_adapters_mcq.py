@@ -10,6 +10,7 @@ import pytest
 from datamodules.video import VideoDataModule
 from lightning_viper.data.adapters import load_records
 from lightning_viper.data.pack import pack
+from lightning_viper.data.sample import BadSample, parse_annotation
 from tests.data.fixtures import grey_video
 
 
@@ -128,7 +129,16 @@ def test_longvideobench_val(tmp_path: Path, demo_tokenizer_dir: Path) -> None:
     assert "'correct_choice' 7 is not one of its 4 options" in bad[1]["reason"]
     media = _videos(tmp_path / "videos", ["vid0.mp4", "vid1.mp4"])
     assert pack(str(ann), str(media), str(tmp_path / "out"), "longvideobench", workers=1)["num_written"] == 2
-    assert [m["answer_index"] for m in _read_back(tmp_path / "out", demo_tokenizer_dir)] == [2, 0]
+    metas = _read_back(tmp_path / "out", demo_tokenizer_dir)
+    assert [m["answer_index"] for m in metas] == [2, 0]
+    assert [m["groups"] for m in metas] == [{"duration": "15", "task": "S2E"}, {"duration": "600", "task": "T3O"}]
+
+
+@pytest.mark.parametrize("groups", [["short"], {"task": 3}, {"task": ["a", 1]}])
+def test_the_reader_rejects_malformed_groups(groups: object) -> None:
+    raw = json.dumps({"task": "mcq", "question": "Q?", "options": ["a", "b"], "answer": "A", "groups": groups})
+    with pytest.raises(BadSample, match="sample 'k': annotation 'groups' must map names to a string or a list"):
+        parse_annotation(raw.encode(), "k")
 
 
 def test_lvbench_meta_jsonl(tmp_path: Path) -> None:
