@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ from torch import Tensor
 
 from lightning_viper.backbones.base import Backbone, BackboneOutput
 from lightning_viper.compression.base import CompressionStage
+from lightning_viper.ops.profiling import Marks, region
 from lightning_viper.sequence import SequenceState
 
 
@@ -18,7 +18,6 @@ from lightning_viper.sequence import SequenceState
 class Generated:
     tokens: Tensor  # (B, N) generated ids, eos and anything after it replaced by pad_id
     prefill: BackboneOutput  # the prefill's output (state after compression, stage records)
-    first_token_at: float  # time.perf_counter() once the first token was known (device synced)
 
 
 @torch.no_grad()
@@ -30,29 +29,35 @@ def greedy_generate(
     max_new_tokens: int,
     eos_id: int,
     pad_id: int,
+    marks: Marks | None = None,
 ) -> Generated:
     """Prefill the left-padded prompt (B, T, D) through the compression schedule, then decode.
 
     The cache is filled from whatever sequence each layer saw, so layers after a compression
-    stage hold only the kept tokens. Stops when every row has produced ``eos_id``.
+    stage hold only the kept tokens. Stops when every row has produced ``eos_id``. ``marks``
+    (when given) gets ``first_token`` once the first token is launched and ``decoded`` after the
+    last step; they are device events on a GPU, so marking adds no host sync.
     """
     b = hidden.shape[0]
     cache = backbone.new_cache(b)
-    out = backbone(hidden, state, stages=stages, cache=cache)
-    next_tok = backbone.logits(out.hidden[:, -1]).argmax(-1)  # (B,)
-    if next_tok.is_cuda:
-        torch.cuda.synchronize(next_tok.device)
-    first_token_at = time.perf_counter()
+    with region("prefill"):
+        out = backbone(hidden, state, stages=stages, cache=cache)
+        next_tok = backbone.logits(out.hidden[:, -1]).argmax(-1)  # (B,)
+    if marks is not None:
+        marks.mark("first_token")
     done = torch.zeros(b, dtype=torch.bool, device=hidden.device)
     tokens: list[Tensor] = []
     for step in range(max_new_tokens):
         tok = torch.where(done, torch.full_like(next_tok, pad_id), next_tok)
         tokens.append(tok)
         done = done | (next_tok == eos_id)
-        if bool(done.all()) or step == max_new_tokens - 1:
+        if step == max_new_tokens - 1 or bool(done.all()):
             break
-        h = backbone.decode(backbone.embed(next_tok.unsqueeze(1)), cache)  # (B, 1, D)
-        next_tok = backbone.logits(h[:, -1]).argmax(-1)
+        with region("decode"):
+            h = backbone.decode(backbone.embed(next_tok.unsqueeze(1)), cache)  # (B, 1, D)
+            next_tok = backbone.logits(h[:, -1]).argmax(-1)
+    if marks is not None:
+        marks.mark("decoded")
     ids = torch.stack(tokens, 1) if tokens else torch.empty(b, 0, dtype=torch.long, device=hidden.device)
     ids = torch.where(ids == eos_id, torch.full_like(ids, pad_id), ids)
-    return Generated(ids, out, first_token_at)
+    return Generated(ids, out)

@@ -15,6 +15,7 @@ from lightning_viper.backbones.attention import AttentionLayer, GQAttention
 from lightning_viper.backbones.cache import BackboneCache, LayerCache
 from lightning_viper.backbones.norm import RMSNorm
 from lightning_viper.backbones.scores import query_attention
+from lightning_viper.ops.profiling import region
 from lightning_viper.sequence import SequenceState
 
 if TYPE_CHECKING:
@@ -184,11 +185,13 @@ class Backbone(nn.Module, ABC):
         for index in range(self.num_layers):
             for stage in by_layer.get(index, []):
                 before = int(state.vision_mask().sum())
-                hidden, state = stage(hidden, state, self)
+                with region(f"stage/L{index}_{type(stage).__name__}"):
+                    hidden, state = stage(hidden, state, self)
                 records.append(
                     StageRecord(stage.describe(), index, before, int(state.vision_mask().sum()), state.length)
                 )
-            hidden = self.run_layer(index, hidden, state, cache)
+            with region(f"layer/{self.layer_kinds[index]}"):
+                hidden = self.run_layer(index, hidden, state, cache)
         return BackboneOutput(self.final_norm(hidden), state, records)
 
     # --- generation ----------------------------------------------------------------------------

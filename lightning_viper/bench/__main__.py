@@ -1,8 +1,10 @@
-"""``python -m lightning_viper.bench prefill|train|breakdown '{"frames": [64, 256], ...}'`` (JSON keyword arguments),
-``python -m lightning_viper.bench table results.json`` (a prefill results file as a markdown table).
+"""``python -m lightning_viper.bench VERB '{"frames": [64, 256], ...}'``: ``viper bench VERB`` for machines
+without the CLI's dependencies (the GPU image lacks jsonargparse and PyAV).
 
-For machines without the CLI's dependencies (the GPU image lacks jsonargparse); ``viper bench``
-is the user-facing entry point. Prints a one-line summary per row at the end.
+The verbs are those of :func:`lightning_viper.cli.viper.bench_verbs` (the model benchmarks and
+``table``), called with JSON keyword arguments; ``table`` also takes the results file alone
+(``python -m lightning_viper.bench table docs/benchmarks/prefill_whole.json``). A benchmark logs a
+one-line summary per row at the end; ``table`` prints its markdown.
 """
 
 from __future__ import annotations
@@ -11,32 +13,38 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from lightning_viper.bench import bench_breakdown, bench_prefill, bench_train
+from lightning_viper.cli.viper import bench_verbs
+
+log = logging.getLogger("lightning_viper.bench")
+
+
+def parse(argv: list[str], verbs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``[VERB, JSON_KWARGS?]`` (or ``["table", PATH]``) -> the verb and its keyword arguments."""
+    usage = f"usage: python -m lightning_viper.bench {'|'.join(verbs)} ['<json kwargs>'] (table: a results path)"
+    if not argv or argv[0] not in verbs or len(argv) > 2:
+        raise SystemExit(usage)
+    verb, rest = argv[0], argv[1:]
+    if verb == "table" and rest and not rest[0].lstrip().startswith("{"):
+        return verb, {"results": rest[0]}
+    try:
+        kwargs = json.loads(rest[0]) if rest else {}
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"{verb}: the arguments are not JSON ({error}): e.g. '{{\"frames\": [64, 256]}}'") from error
+    if not isinstance(kwargs, dict):
+        raise SystemExit(f"{verb}: the arguments must be a JSON object of keyword arguments, got {rest[0]!r}")
+    return verb, kwargs
 
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
-    verbs: dict[str, Callable[..., dict[str, Any]]] = {
-        "prefill": bench_prefill,
-        "train": bench_train,
-        "breakdown": bench_breakdown,
-    }
-    if len(argv) == 2 and argv[0] == "table":
-        from lightning_viper.bench.table import prefill_table
-
-        sys.stdout.write(prefill_table(json.loads(Path(argv[1]).read_text())) + "\n")
+    verbs = bench_verbs()
+    verb, kwargs = parse(argv, verbs)
+    result = verbs[verb](**kwargs)
+    if isinstance(result, str):
+        sys.stdout.write(result + "\n")
         return
-    if not argv or argv[0] not in verbs:
-        raise SystemExit(
-            "usage: python -m lightning_viper.bench prefill|train|breakdown '<json kwargs>' | table <results.json>"
-        )
-    kwargs = json.loads(argv[1]) if len(argv) > 1 else {}
-    result = verbs[argv[0]](**kwargs)
-    log = logging.getLogger("lightning_viper.bench")
     if "regions_ms" in result:
         log.info("regions ms: %s", json.dumps({k: round(v, 1) for k, v in result["regions_ms"].items()}))
     for row in [*result.get("rows", []), *result.get("peer", [])]:

@@ -1,79 +1,41 @@
-"""``bench_breakdown``: where prefill time goes (encoder, ToMe, MLP, each layer kind, each stage), and a
-``torch.profiler`` table of the top kernels of one prefill or one training step.
+"""``bench_breakdown``: where the time of one prefill or one training step goes, read from a
+``torch.profiler`` trace of the real model.
 
-The region timings re-run the pieces of :func:`lightning_viper.bench.pipeline.prefill` one by one
-with CUDA events between them (the backbone's layer loop is replayed here with a mark around every
-layer and stage), so they add up to about one end-to-end prefill.
+The model marks its parts with profiler ranges (:func:`lightning_viper.ops.profiling.region`):
+``encode`` (all micro-batches) holding ``encoder`` and ``projector``, ``splice``, ``prefill``
+(backbone + LM head) holding ``layer/<kind>`` for every layer and ``stage/L<i>_<Stage>`` for
+every compression stage, and ``decode``. The benchmark runs :func:`~lightning_viper.bench.pipeline.prefill`
+(or a training step) once under the profiler and sums each range; it also writes the profiler's
+table of the top kernels.
+
+Figures per range (``regions``): ``device_ms`` (kernel time launched inside the range, GPU),
+``device_span_ms`` (its span on the device timeline, idle gaps included), ``cpu_ms`` (host time;
+the real time on a CPU run) and ``count``. ``regions_ms`` takes one number per range: the
+device span on a GPU (the device's own kernel sum where the profiler records no span), host time
+on the CPU.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from lightning_viper.bench.models import DType, ModelName, Strategy, build_model, stages_of
-from lightning_viper.bench.pipeline import FrameSource, embed_prompt, prefill, prompt_ids, training_batch
+from lightning_viper.bench.models import DType, ModelName, Strategy, build_model
+from lightning_viper.bench.pipeline import FrameSource, prefill, prompt_ids, training_batch
 from lightning_viper.bench.prefill import _device
-from lightning_viper.bench.timing import Marks, device_info, peak_gib, reset_peak, write_json
-from lightning_viper.module import VideoLM
+from lightning_viper.bench.timing import device_info, peak_gib, reset_peak, write_json
 from lightning_viper.ops.kernels import KernelChoice
-from lightning_viper.projectors.tome import ToMeProjector, tome_merge
+from lightning_viper.ops.profiling import region_totals
 
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
-def _regions(
-    lm: VideoLM, source: FrameSource, frames: int, micro_batch: int, ids: torch.Tensor, device: torch.device
-) -> dict[str, float]:
-    """Milliseconds per region of one prefill (summed over micro-batches / layers of a kind)."""
-    times: dict[str, float] = defaultdict(float)
-    proj = lm.projector
-    vision = []
-    for start in range(0, frames, micro_batch):
-        marks = Marks(device)
-        marks.mark("start")
-        chunk = source.batch(min(micro_batch, frames - start))
-        marks.mark("copy")
-        feats = lm.encoder(chunk)  # (f, P, Dv)
-        marks.mark("encoder")
-        if isinstance(proj, ToMeProjector) and proj.mlp is not None:
-            merged, _ = tome_merge(feats, None, proj.num_tokens, proj.num_heads)
-            marks.mark("tome")
-            vision.append(proj.mlp(merged))
-            marks.mark("mlp")
-        else:
-            vision.append(proj(feats))
-            marks.mark("projector")
-        for name, ms in marks.intervals():
-            times[f"embed/{name}"] += ms
-    marks = Marks(device)
-    marks.mark("start")
-    hidden, state = embed_prompt(lm, torch.cat(vision), ids)
-    del vision
-    marks.mark("embed/splice")
-    backbone, cache = lm.backbone, lm.backbone.new_cache(1)
-    by_layer: dict[int, list[Any]] = defaultdict(list)
-    for stage in stages_of(lm):
-        by_layer[stage.layer].append(stage)
-    for index in range(backbone.num_layers):
-        for stage in by_layer[index]:
-            hidden, state = stage(hidden, state, backbone)
-            marks.mark(f"stage/L{index}_{type(stage).__name__}_{getattr(stage, 'selector', '')}")
-        hidden = backbone.run_layer(index, hidden, state, cache)
-        marks.mark(f"layer/{backbone.layer_kinds[index]}")
-    backbone.logits(backbone.final_norm(hidden[:, -1:])).argmax(-1)
-    marks.mark("head")
-    for name, ms in marks.intervals():
-        times[name] += ms
-    return dict(times)
-
-
-def _profile_table(run: Any, device: torch.device, row_limit: int) -> str:
+def profile_run(run: Callable[[], None], device: torch.device, row_limit: int) -> tuple[dict[str, Any], str]:
+    """Run ``run`` once under ``torch.profiler``: (per-range totals, table of the top ops)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -83,7 +45,14 @@ def _profile_table(run: Any, device: torch.device, row_limit: int) -> str:
             torch.cuda.synchronize()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table: str = prof.key_averages().table(sort_by=key, row_limit=row_limit, max_name_column_width=60)
-    return table
+    return region_totals(prof.events()), table
+
+
+def one_figure(regions: dict[str, dict[str, float]], device: torch.device) -> dict[str, float]:
+    """One millisecond figure per range (see the module doc)."""
+    if device.type != "cuda":
+        return {name: r["cpu_ms"] for name, r in regions.items()}
+    return {name: r["device_span_ms"] or r["device_ms"] for name, r in regions.items()}
 
 
 def bench_breakdown(
@@ -94,7 +63,6 @@ def bench_breakdown(
     micro_batch: int = 128,
     prefill_chunk: int | None = None,
     batch_size: int = 1,
-    profile: bool = True,
     row_limit: int = 30,
     kernels: KernelChoice = "auto",
     dtype: DType = "bfloat16",
@@ -102,8 +70,9 @@ def bench_breakdown(
     out_dir: str = "runs/bench",
     tag: str = "breakdown",
 ) -> dict[str, Any]:
-    """Region timings of one prefill (``mode='prefill'``) and/or a profiler table of one prefill or
-    training step; writes ``{tag}.json`` and ``{tag}_profile.txt`` under ``out_dir``."""
+    """Profile one prefill (``mode='prefill'``, after one untimed warm-up) or one training step
+    (after one warm-up step); writes ``{tag}.json`` (``regions``, ``regions_ms``, peak memory) and
+    ``{tag}_profile.txt`` (the profiler's top ops) under ``out_dir``."""
     dev = _device(device)
     trainable: list[Any] = ["projector", "backbone", "compression"]
     lm = build_model(model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels, trainable=trainable)
@@ -123,21 +92,12 @@ def bench_breakdown(
             "dtype": dtype,
         },
     }
-    out = Path(out_dir)
+    run: Callable[[], None]
     if mode == "prefill":
         lm.eval()
-        prefill(lm, source, frames, micro_batch, ids)  # warm-up
-        reset_peak(dev)
-        results["regions_ms"] = _regions(lm, source, frames, micro_batch, ids, dev)
-        results["regions_peak"] = peak_gib(dev)
-        kinds: dict[str, float] = defaultdict(float)
-        for name, ms in results["regions_ms"].items():
-            kinds[name.split("/")[0]] += ms
-        results["totals_ms"] = dict(kinds)
-        log.info("regions: %s", {k: round(v, 1) for k, v in results["regions_ms"].items()})
 
         def run() -> None:
-            prefill(lm, source, frames, micro_batch, ids)
+            prefill(lm, source, frames, ids)
     else:
         lm.train()
         batch = training_batch(lm, source, frames, batch_size, 32, 32)
@@ -149,11 +109,16 @@ def bench_breakdown(
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        run()  # warm-up
+    run()  # warm-up
+    reset_peak(dev)
+    regions, table = profile_run(run, dev, row_limit)
+    results["regions"] = regions
+    results["regions_ms"] = one_figure(regions, dev)
+    results["peak"] = peak_gib(dev)
+    log.info("regions ms: %s", {k: round(v, 1) for k, v in results["regions_ms"].items()})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{tag}_profile.txt").write_text(table)
+    results["profile"] = str(out / f"{tag}_profile.txt")
     write_json(out / f"{tag}.json", results)
-    if profile:
-        table = _profile_table(run, dev, row_limit)
-        (out / f"{tag}_profile.txt").write_text(table)
-        results["profile"] = str(out / f"{tag}_profile.txt")
-        write_json(out / f"{tag}.json", results)
     return results

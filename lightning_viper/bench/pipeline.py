@@ -1,10 +1,10 @@
-"""Frames-to-first-token prefill as the benchmarks run it, built from ``VideoLM``'s parts.
+"""Frames-to-first-token prefill as the benchmarks run it: ``VideoLM``'s own encode path and
+:func:`~lightning_viper.generation.greedy_generate` (one token), on frames served from host memory.
 
-Differences from ``VideoLM.embed_batch`` / ``generate`` (same math, bounded memory):
-
-* frames stay on the host (pinned) and travel to the device one micro-batch at a time;
-* encoder AND projector run per micro-batch, written into one preallocated (F, N, D) buffer, so
-  the (F, 729, 1152) patch features of the whole video never exist at once.
+Frames stay on the host (pinned) and travel to the device one micro-batch at a time
+(``VideoLM.encode_video`` takes any :class:`~lightning_viper.encoders.batching.FrameSequence`);
+encoder and projector run per micro-batch, so the (F, 729, 1152) patch features of the whole
+video never exist at once. The only bench-side step is splicing one prompt around the video.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from lightning_viper.batch import VideoBatch
-from lightning_viper.bench.timing import Marks
-from lightning_viper.compression.base import CompressionStage
+from lightning_viper.generation import greedy_generate
 from lightning_viper.module import VideoLM
+from lightning_viper.ops.profiling import Marks, region
 from lightning_viper.sequence import SequenceState
 from lightning_viper.splice import splice
 from lightning_viper.text.tokenizer import video_token_id
@@ -49,23 +49,31 @@ class FrameSource:
         self.frames = frames.pin_memory() if device.type == "cuda" else frames
         self.device = device
 
+    def video(self, count: int) -> PooledVideo:
+        """A ``count``-frame video over the pool (host memory; sliced per micro-batch)."""
+        return PooledVideo(self.frames, count)
+
     def batch(self, count: int) -> Tensor:
         """(count, 3, H, W) uint8 on the device."""
-        pool = self.frames.shape[0]
-        host = self.frames[:count] if count <= pool else self.frames.repeat((count + pool - 1) // pool, 1, 1, 1)[:count]
-        return host.to(self.device, non_blocking=True)
+        return self.video(count)[0:count].to(self.device, non_blocking=True)
 
 
-@torch.no_grad()
-def encode_frames(model: VideoLM, source: FrameSource, frames: int, micro_batch: int) -> Tensor:
-    """``frames`` frames -> (F, N, D) vision tokens, encoder + projector per micro-batch."""
-    n = model.projector.tokens_per_frame(model.encoder.num_patches)
-    p = next(model.projector.parameters())
-    out = torch.empty(frames, n, model.backbone.hidden_size, dtype=p.dtype, device=p.device)  # (F, N, D)
-    for start in range(0, frames, micro_batch):
-        count = min(micro_batch, frames - start)
-        out[start : start + count] = model.encode_video(source.batch(count))
-    return out
+class PooledVideo:
+    """``count`` frames cycling over a (pool, 3, H, W) host tensor; a slice is a view of the pool
+    (pinned, so the copy to the device is asynchronous) when it does not wrap around."""
+
+    def __init__(self, pool: Tensor, count: int) -> None:
+        self.pool, self.count = pool, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: slice) -> Tensor:
+        start, stop, _ = index.indices(self.count)
+        n = self.pool.shape[0]
+        if start % n + (stop - start) <= n:
+            return self.pool[start % n : start % n + stop - start]
+        return self.pool[torch.arange(start, stop) % n]
 
 
 def prompt_ids(model: VideoLM, instruction_words: int, device: torch.device) -> tuple[Tensor, int]:
@@ -83,12 +91,19 @@ def prompt_ids(model: VideoLM, instruction_words: int, device: torch.device) -> 
 def embed_prompt(model: VideoLM, vision: Tensor, ids: Tensor) -> tuple[Tensor, SequenceState]:
     """(F, N, D) vision tokens + (1, L) prompt ids -> (1, T, D) hidden and its state."""
     assert model.tokenizer is not None
-    text = model.backbone.embed(ids)  # (1, L, D)
-    lengths = torch.tensor([ids.shape[1]], device=ids.device)
-    per_sample = torch.tensor([vision.shape[0] * vision.shape[1]], device=ids.device)
-    hidden, state, _ = splice(
-        text, ids, lengths, lengths, vision.flatten(0, 1).to(text.dtype), per_sample, video_token_id(model.tokenizer)
-    )
+    with region("splice"):
+        text = model.backbone.embed(ids)  # (1, L, D)
+        lengths = torch.tensor([ids.shape[1]], device=ids.device)
+        per_sample = torch.tensor([vision.shape[0] * vision.shape[1]], device=ids.device)
+        hidden, state, _ = splice(
+            text,
+            ids,
+            lengths,
+            lengths,
+            vision.flatten(0, 1).to(text.dtype),
+            per_sample,
+            video_token_id(model.tokenizer),
+        )
     return hidden, state
 
 
@@ -101,23 +116,29 @@ class PrefillResult:
 
 @torch.no_grad()
 def prefill(
-    model: VideoLM, source: FrameSource, frames: int, micro_batch: int, ids: Tensor, marks: Marks | None = None
+    model: VideoLM, source: FrameSource, frames: int, ids: Tensor, marks: Marks | None = None, encode: bool = True
 ) -> PrefillResult:
-    """Frames -> first token through encoder, projector, splice, backbone (with its stages and a
-    generation cache) and the LM head; marks 'embedded' and 'first_token' when given."""
-    vision = encode_frames(model, source, frames, micro_batch)
+    """Frames -> first token: ``model.encode_video`` (encoder + projector per micro-batch), the
+    prompt splice, then the backbone with its stages and a generation cache and the LM head
+    (``greedy_generate`` for one token). Marks 'embedded' and 'first_token' when given.
+
+    ``encode=False`` skips encoder and projector and feeds random vision tokens of the same
+    shape and dtype (the backbone's time and memory alone)."""
+    tok = model.tokenizer
+    assert tok is not None and tok.eos_token_id is not None
+    if encode:
+        vision = model.encode_video(source.video(frames))  # (F, N, D)
+    else:
+        n = model.projector.tokens_per_frame(model.encoder.num_patches)
+        p = next(model.projector.parameters())
+        vision = torch.randn(frames, n, model.backbone.hidden_size, dtype=p.dtype, device=p.device)
     hidden, state = embed_prompt(model, vision, ids)
     del vision
     if marks is not None:
         marks.mark("embedded")
-    cache = model.backbone.new_cache(1)
-    out = model.backbone(
-        hidden, state, stages=[s for s in model.compression if isinstance(s, CompressionStage)], cache=cache
-    )
-    token = model.backbone.logits(out.hidden[:, -1]).argmax(-1)  # (1,)
-    if marks is not None:
-        marks.mark("first_token")
-    return PrefillResult(token, state.length, out.state.length)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    result = greedy_generate(model.backbone, hidden, state, model.stages(), 1, tok.eos_token_id, pad, marks)
+    return PrefillResult(result.tokens[:, 0], state.length, result.prefill.state.length)
 
 
 def training_batch(

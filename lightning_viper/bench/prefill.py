@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import torch
 
 from lightning_viper.bench.flops import peak_bf16_flops
-from lightning_viper.bench.models import DType, ModelName, Strategy, build_model, stages_of
+from lightning_viper.bench.models import DType, ModelName, Strategy, build_model
 from lightning_viper.bench.peer import hf_peer, hf_prefill
-from lightning_viper.bench.pipeline import FrameSource, embed_prompt, encode_frames, prefill, prompt_ids
+from lightning_viper.bench.pipeline import FrameSource, embed_prompt, prefill, prompt_ids
 from lightning_viper.bench.shapes import model_shape, stage_specs
 from lightning_viper.bench.timing import Marks, device_info, free_memory, median, peak_gib, reset_peak, write_json
 from lightning_viper.module import VideoLM
@@ -45,23 +45,23 @@ def _measure(
     model: VideoLM,
     source: FrameSource,
     frames: int,
-    micro_batch: int,
     ids: torch.Tensor,
     device: torch.device,
     warmup: int,
     repeats: int,
     long_run_s: float,
+    encode: bool = True,
 ) -> dict[str, Any]:
     """Warm-up + timed runs at one size; a single timed run once one run exceeds ``long_run_s``."""
     for _ in range(warmup):
-        prefill(model, source, frames, micro_batch, ids)
+        prefill(model, source, frames, ids, encode=encode)
     totals, embeds, result = [], [], None
     reset_peak(device)
     resident = torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None  # weights etc.
     for _ in range(max(1, repeats)):
         marks = Marks(device)
         marks.mark("start")
-        result = prefill(model, source, frames, micro_batch, ids, marks)
+        result = prefill(model, source, frames, ids, marks, encode)
         ms = marks.elapsed_ms()
         totals.append(ms["first_token"])
         embeds.append(ms["embedded"])
@@ -117,12 +117,11 @@ def _time_peer(
     peer: torch.nn.Module,
     source: FrameSource,
     frames: int,
-    micro_batch: int,
     ids: torch.Tensor,
     device: torch.device,
     repeats: int,
 ) -> list[float]:
-    hidden, _ = embed_prompt(model, encode_frames(model, source, frames, micro_batch), ids)
+    hidden, _ = embed_prompt(model, model.encode_video(source.video(frames)), ids)
     hf_prefill(peer, hidden)  # warm-up
     times = []
     reset_peak(device)
@@ -139,7 +138,6 @@ def _peer_rows(
     model: VideoLM,
     source: FrameSource,
     sizes: Sequence[int],
-    micro_batch: int,
     ids: torch.Tensor,
     device: torch.device,
     repeats: int,
@@ -156,7 +154,7 @@ def _peer_rows(
         if not budget.fits(2.5 * mine["backbone_ms"] / 1000 * (repeats + 1)):
             rows.append({"frames": frames, "status": "skipped (time budget)"})
             continue
-        times, oom = _guarded(_time_peer, model, peer, source, frames, micro_batch, ids, device, repeats)
+        times, oom = _guarded(_time_peer, model, peer, source, frames, ids, device, repeats)
         if times is None:
             rows.append({"frames": frames, "status": "oom", "error": oom, **peak_gib(device)})
             break
@@ -200,6 +198,7 @@ def bench_prefill(
     tag: str = "prefill",
     plot: bool = True,
     seed: int = 0,
+    encode: bool = True,
 ) -> dict[str, Any]:
     """Prefill from frames to the first token at growing frame counts, per compression strategy.
 
@@ -218,6 +217,8 @@ def bench_prefill(
             strategy 'none' at sizes up to ``peer_max_frames``.
         kernels: 'auto' | 'torch' | 'cuda' for our Mamba-2 path.
         peak_tflops: dense bf16 peak for MFU; default from the GPU name (H100/H200 SXM: 989.4).
+        encode: False feeds random vision tokens instead of running encoder and projector (the
+            backbone's time and peak memory alone, e.g. at 100k frames; the peer is skipped).
         out_dir, tag: results go to ``{out_dir}/{tag}.json`` (rewritten after every size) and
             ``{tag}.png``.
 
@@ -254,6 +255,7 @@ def bench_prefill(
             "kernels_resolved": resolve_kernels(kernels, dev),
             "dtype": dtype,
             "peak_flops": peak,
+            "encode": encode,
         },
         "rows": [],
         "peer": [],
@@ -264,7 +266,7 @@ def bench_prefill(
         lm = build_model(model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels).eval()
         shape, specs = (
             model_shape(lm.encoder, lm.projector, lm.backbone),
-            stage_specs(stages_of(lm)),
+            stage_specs(lm.stages()),
         )
         source = FrameSource(lm.encoder.image_size, micro_batch, dev, seed)
         ids, n_instr = prompt_ids(lm, instruction_tokens, dev)
@@ -279,7 +281,7 @@ def bench_prefill(
                 )
                 continue
             timing, oom = _guarded(
-                _measure, lm, source, n, micro_batch, ids, dev, warmup if i == 0 else 0, repeats, long_run_s
+                _measure, lm, source, n, ids, dev, warmup if i == 0 else 0, repeats, long_run_s, encode
             )
             if timing is None:
                 results["rows"].append(
@@ -303,9 +305,9 @@ def bench_prefill(
                 row["mfu"],
             )
             write_json(out / f"{tag}.json", results)
-        if peer and strategy == "none":
+        if peer and encode and strategy == "none":
             results["peer"] = _peer_rows(
-                lm, source, [n for n in sizes if n <= peer_max_frames], micro_batch, ids, dev, repeats, ours, budget
+                lm, source, [n for n in sizes if n <= peer_max_frames], ids, dev, repeats, ours, budget
             )
         del lm, source
         free_memory()

@@ -1,4 +1,6 @@
-"""Timing and memory measurement on CUDA (events, peak allocator stats) or CPU (wall clock)."""
+"""Timing and memory measurement on CUDA (events, peak allocator stats) or CPU (wall clock).
+
+``Marks`` (named time points) lives in :mod:`lightning_viper.ops.profiling`, shared with the model."""
 
 from __future__ import annotations
 
@@ -9,50 +11,16 @@ import os
 import platform
 import statistics
 import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lightning_viper.ops.profiling import Marks
+
+__all__ = ["Marks", "device_info", "free_memory", "median", "peak_gib", "reset_peak", "write_json"]
 log = logging.getLogger(__name__)
-
-
-class Marks:
-    """Named time points; CUDA events on a GPU (no host sync in between), ``perf_counter`` on CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.points: list[tuple[str, Any]] = []
-
-    def mark(self, name: str) -> None:
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self.points.append((name, event))
-        else:
-            self.points.append((name, time.perf_counter()))
-
-    def elapsed_ms(self) -> dict[str, float]:
-        """Milliseconds from the first mark to each later one (synchronises the device once)."""
-        if self.cuda:
-            torch.cuda.synchronize()
-        first = self.points[0][1]
-        out = {}
-        for name, point in self.points[1:]:
-            out[name] = first.elapsed_time(point) if self.cuda else (point - first) * 1000.0
-        return out
-
-    def intervals(self) -> list[tuple[str, float]]:
-        """(name, milliseconds since the previous mark) for every mark after the first, in order
-        (names may repeat, e.g. one per layer)."""
-        if self.cuda:
-            torch.cuda.synchronize()
-        out = []
-        for (_, before), (name, after) in zip(self.points, self.points[1:], strict=False):
-            out.append((name, before.elapsed_time(after) if self.cuda else (after - before) * 1000.0))
-        return out
 
 
 def reset_peak(device: torch.device) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lightning_viper.bench.flops import peak_bf16_flops
-from lightning_viper.bench.models import DType, ModelName, Strategy, build_model, stages_of
+from lightning_viper.bench.models import DType, ModelName, Strategy, build_model
 from lightning_viper.bench.pipeline import FrameSource, prompt_ids, training_batch
 from lightning_viper.bench.prefill import _device, _guarded
 from lightning_viper.bench.shapes import model_shape, stage_specs
@@ -133,7 +133,7 @@ def bench_train(
     lm.train()
     shape, specs = (
         model_shape(lm.encoder, lm.projector, lm.backbone),
-        stage_specs(stages_of(lm)),
+        stage_specs(lm.stages()),
     )
     source = FrameSource(lm.encoder.image_size, min(frames, micro_batch), dev, seed)
     batch = training_batch(lm, source, frames, batch_size, instruction_tokens, answer_tokens)

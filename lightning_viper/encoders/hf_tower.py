@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
 from lightning_viper.backbones.loading import CheckpointError
 from lightning_viper.encoders.base import VisionEncoder
+from lightning_viper.encoders.batching import map_frames
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class HFVisionTower(VisionEncoder):
         freeze: no gradients and eval mode for the tower (the paper freezes it in every stage).
         micro_batch: frames per encoder call (bounds activation memory on long videos).
         dtype: parameter dtype ("float32", "bfloat16", "float16").
+        compile: ``torch.compile`` each encoder layer (one compiled graph shared by all layers:
+            fuses the norms, bias + activation and residual adds around the matmuls). The first
+            micro-batch of each new shape pays the compilation.
     """
 
     family: ClassVar[str]
@@ -122,6 +126,7 @@ class HFVisionTower(VisionEncoder):
         freeze: bool = True,
         micro_batch: int = 64,
         dtype: str = "float32",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         family = self.family
@@ -156,6 +161,8 @@ class HFVisionTower(VisionEncoder):
         self.embed_dim = int(config.hidden_size)
         self.num_patches = (self.image_size // square(config.patch_size)) ** 2
         self._setup(mean, std, feature_layer, freeze, micro_batch, int(config.num_hidden_layers))
+        if compile:
+            self.compile_layers()
 
     def _setup(
         self, mean: list[float], std: list[float], feature_layer: int, freeze: bool, micro_batch: int, layers: int
@@ -174,6 +181,16 @@ class HFVisionTower(VisionEncoder):
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
+
+    def layers(self) -> nn.ModuleList:
+        """The tower's encoder layers (after the unused ones were dropped)."""
+        tower = getattr(self.model, "vision_model", self.model)
+        return cast(nn.ModuleList, cast(Any, tower).encoder.layers)
+
+    def compile_layers(self) -> None:
+        """``torch.compile`` every encoder layer in place (parameter names unchanged)."""
+        for layer in self.layers():
+            layer.compile(dynamic=False)
 
     def _drop_unused_layers(self, keep: int) -> None:
         """Remove the layers after ``feature_layer`` and the final norm / pooling head: they
@@ -204,12 +221,11 @@ class HFVisionTower(VisionEncoder):
     def forward(self, frames: Tensor) -> Tensor:
         """uint8 (F, 3, H, W) -> (F, P, Dv), in micro-batches of ``micro_batch`` frames."""
         dtype = next(self.model.parameters()).dtype
-        outs = []
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            for start in range(0, frames.shape[0], self.micro_batch):
-                chunk = frames[start : start + self.micro_batch]
-                pixels = self.normalise(chunk, self.mean, self.std).to(dtype)  # (f, 3, H, W)
-                outs.append(self._features(pixels))
-        if not outs:
+        if frames.shape[0] == 0:
             return frames.new_zeros((0, self.num_patches, self.embed_dim), dtype=dtype)
-        return torch.cat(outs, dim=0)  # (F, P, Dv)
+
+        def encode(chunk: Tensor) -> Tensor:
+            return self._features(self.normalise(chunk, self.mean, self.std).to(dtype))  # (f, P, Dv)
+
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            return map_frames(encode, frames, self.micro_batch)  # (F, P, Dv)

@@ -12,7 +12,7 @@ from lightning_viper.bench import bench_prefill, bench_train
 from lightning_viper.bench import prefill as prefill_module
 from lightning_viper.bench.models import build_model, paper_layers, strategy_stages
 from lightning_viper.bench.peer import hf_peer, hf_prefill
-from lightning_viper.bench.pipeline import FrameSource, embed_prompt, encode_frames, prefill, prompt_ids
+from lightning_viper.bench.pipeline import FrameSource, embed_prompt, prefill, prompt_ids
 from lightning_viper.compression import TokenDrop, TransV
 
 CPU = torch.device("cpu")
@@ -126,21 +126,33 @@ def test_peer_shares_weights_and_agrees_with_ours() -> None:
     assert peer.lm_head.weight.data_ptr() == lm.backbone.lm_head.weight.data_ptr()
     source = FrameSource(32, 4, CPU)
     ids, _ = prompt_ids(lm, 6, CPU)
-    hidden, state = embed_prompt(lm, encode_frames(lm, source, 5, 2), ids)
+    lm.encoder.micro_batch = 2
+    hidden, state = embed_prompt(lm, lm.encode_video(source.video(5)), ids)
     with torch.no_grad():
         ours = lm.backbone.logits(lm.backbone(hidden, state).hidden[:, -1])
         theirs = peer(inputs_embeds=hidden, logits_to_keep=1).logits[:, -1]
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
-    assert hf_prefill(peer, hidden).item() == prefill(lm, source, 5, 2, ids).token.item()
+    assert hf_prefill(peer, hidden).item() == prefill(lm, source, 5, ids).token.item()
 
 
-def test_micro_batched_encoding_matches_the_module() -> None:
+def test_pooled_frames_encode_like_the_same_frames_on_the_device() -> None:
     torch.manual_seed(0)
-    lm = build_model("tiny", "none", CPU, dtype="float32").eval()
-    source = FrameSource(32, 8, CPU)
+    lm = build_model("tiny", "none", CPU, dtype="float32", micro_batch=3).eval()
+    source = FrameSource(32, 4, CPU)
+    video = source.video(7)  # cycles the 4-frame pool: 0 1 2 3 0 1 2
+    assert len(video) == 7 and torch.equal(video[2:6], source.frames[[2, 3, 0, 1]])
     with torch.no_grad():
-        whole = lm.encode_video(torch.cat([source.batch(3), source.batch(3), source.batch(1)]))  # what it serves
-    torch.testing.assert_close(encode_frames(lm, source, 7, 3), whole)
+        whole = lm.encode_video(source.frames[[0, 1, 2, 3, 0, 1, 2]])
+        pooled = lm.encode_video(video)  # slices served from the host pool, 3 frames at a time
+    torch.testing.assert_close(pooled, whole)
+
+
+def test_prefill_without_the_encoder_has_the_same_sequence() -> None:
+    lm = build_model("tiny", "transv", CPU, dtype="float32").eval()
+    source = FrameSource(32, 4, CPU)
+    ids, _ = prompt_ids(lm, 6, CPU)
+    real, fake = prefill(lm, source, 6, ids), prefill(lm, source, 6, ids, encode=False)
+    assert (real.seq_len, real.seq_len_final) == (fake.seq_len, fake.seq_len_final)
 
 
 def test_strategies_follow_the_paper_layers() -> None:
@@ -168,20 +180,48 @@ def test_train_rows(tmp_path: Path) -> None:
     assert params["model/params_trainable"] == params["model/params_total"] - params["model/params_encoder"]
 
 
-def test_breakdown_regions_cover_a_prefill(tmp_path: Path) -> None:
+def test_breakdown_reads_the_model_ranges_from_a_profile(tmp_path: Path) -> None:
     from lightning_viper.bench import bench_breakdown
 
     res = bench_breakdown(
         model="tiny", strategy="transv", frames=6, micro_batch=4, out_dir=str(tmp_path), tag="b", device="cpu"
     )
-    regions = res["regions_ms"]
-    kinds = {name.split("/")[0] for name in regions}
-    assert kinds == {"embed", "layer", "stage", "head"}
-    assert {"embed/copy", "embed/encoder", "embed/tome", "embed/mlp", "embed/splice"} <= set(regions)
-    assert set(res["totals_ms"]) == kinds and all(v >= 0 for v in regions.values())
-    assert len([n for n in regions if n.startswith("stage/")]) == 2  # both TransV stages timed
+    regions, ms = res["regions"], res["regions_ms"]
+    assert {
+        "encode",
+        "encoder",
+        "projector",
+        "splice",
+        "prefill",
+        "layer/mamba",
+        "layer/attention",
+        "layer/mlp",
+    } <= set(regions)
+    assert regions["encoder"]["count"] == 2 == regions["projector"]["count"]  # 6 frames in micro-batches of 4
+    assert regions["layer/mamba"]["count"] == 2 and regions["prefill"]["count"] == 1  # tiny: 'M-*M-*'
+    first, second = paper_layers(build_model("tiny", "transv", CPU, dtype="float32").backbone)
+    assert sorted(n for n in regions if n.startswith("stage/")) == [f"stage/L{first}_TransV", f"stage/L{second}_TransV"]
+    # nesting: the parts fit inside their parents
+    assert ms["encoder"] + ms["projector"] <= ms["encode"] + 1e-6
+    layers = sum(v for n, v in ms.items() if n.startswith(("layer/", "stage/")))
+    assert 0 < layers <= ms["prefill"] + 1e-6
+    assert json.loads((tmp_path / "b.json").read_text())["regions_ms"] == pytest.approx(ms)
     assert "Self CPU" in (tmp_path / "b_profile.txt").read_text()
     train = bench_breakdown(
         model="tiny", mode="train", frames=2, micro_batch=4, out_dir=str(tmp_path), tag="bt", device="cpu"
     )
-    assert "regions_ms" not in train and (tmp_path / "bt_profile.txt").stat().st_size > 0
+    assert "layer/mamba" in train["regions"] and (tmp_path / "bt_profile.txt").stat().st_size > 0
+
+
+def test_decode_rows_for_both_families(tmp_path: Path) -> None:
+    from lightning_viper.bench import bench_decode
+
+    res = bench_decode(input_tokens=40, new_tokens=5, size="tiny", repeats=2, out_dir=str(tmp_path), tag="d")
+    assert [r["family"] for r in res["rows"]] == ["hybrid", "qwen2"]
+    for row in res["rows"]:
+        assert row["status"] == "ok" and len(row["decode_runs_ms"]) == 2
+        assert row["decode_tokens_per_s"] == pytest.approx(4 / row["decode_ms"] * 1000)
+    assert res["hybrid_over_qwen2"] == pytest.approx(
+        res["rows"][0]["decode_tokens_per_s"] / res["rows"][1]["decode_tokens_per_s"]
+    )
+    assert json.loads((tmp_path / "d.json").read_text())["rows"][0]["family"] == "hybrid"

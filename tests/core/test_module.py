@@ -91,24 +91,6 @@ def test_generation_after_compression_is_deterministic_and_counts_tokens(tokeniz
     assert eff["stage0_L1_vision_after"] == eff["vision_tokens_final"]
 
 
-def test_only_the_first_generation_pays_an_untimed_warm_up(tokenizer, monkeypatch) -> None:
-    import lightning_viper.module as module
-
-    calls: list[int] = []
-    real = module.greedy_generate
-
-    def counting(backbone, hidden, state, stages, max_new_tokens, eos, pad):
-        calls.append(max_new_tokens)
-        return real(backbone, hidden, state, stages, max_new_tokens, eos, pad)
-
-    monkeypatch.setattr(module, "greedy_generate", counting)
-    model = make_model(tokenizer, tiny_hybrid(vocab_size=512), max_new_tokens=3)
-    batch = make_batch(tokenizer, [2, 1], ["A", "B"])
-    model.generate(batch)
-    model.generate(batch)
-    assert calls == [1, 3, 3]  # one untimed single-token prefill, then the timed generations
-
-
 def test_strategy_name_names_the_projector_merge_and_the_stages(tokenizer) -> None:
     model = make_model(tokenizer, tiny_hybrid(vocab_size=512), [TransV(layer=1, keep=0.5)])
     assert model.strategy_name() == "ToMe(tokens_per_frame=4) + TransV(layer=1, keep=0.5, selector=uniform)"

@@ -1,0 +1,135 @@
+"""``bench_decode``: greedy decoding speed after a long prompt, hybrid vs Transformer backbone.
+
+Each backbone prefills ``input_tokens`` random token ids (batch 1, no compression) through its
+generation cache, then decodes ``new_tokens`` tokens with :func:`~lightning_viper.generation.greedy_generate`,
+the path ``VideoLM.generate`` runs (eos never matches, so every step runs). Decode tokens/s =
+(new_tokens - 1) / (time from the first token to the last), CUDA events on a GPU.
+
+Backbones (random weights): ``"paper"`` = Nemotron-Nano-9B-v2 (hybrid, 8.9B) vs Qwen2.5-7B
+(Transformer, 7.6B), the paper's pair; ``"tiny"`` = the CPU test shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from lightning_viper.backbones.base import Backbone
+from lightning_viper.backbones.nemotron_h_presets import nemotron_nano_9b_v2, tiny_hybrid
+from lightning_viper.backbones.qwen2_presets import qwen2_5_7b, tiny_qwen2
+from lightning_viper.bench.models import DType, building_on
+from lightning_viper.bench.prefill import _device, _guarded
+from lightning_viper.bench.timing import Marks, device_info, free_memory, median, peak_gib, reset_peak, write_json
+from lightning_viper.generation import greedy_generate
+from lightning_viper.ops.kernels import KernelChoice, resolve_kernels
+from lightning_viper.sequence import SequenceState, TokenKind
+
+log = logging.getLogger(__name__)
+
+Family = Literal["hybrid", "qwen2"]
+
+
+def text_state(length: int, device: torch.device) -> SequenceState:
+    """The state of one unpadded text row of ``length`` tokens (one segment, no vision)."""
+    pos = torch.arange(length, device=device).unsqueeze(0)  # (1, T)
+    return SequenceState(
+        mask=torch.ones(1, length, dtype=torch.bool, device=device),
+        kind=torch.full((1, length), int(TokenKind.TEXT), dtype=torch.long, device=device),
+        segment=torch.zeros(1, length, dtype=torch.long, device=device),
+        position=pos,
+        origin=pos.clone(),
+        segment_row=torch.zeros(1, dtype=torch.long, device=device),
+        num_vision_orig=torch.zeros(1, dtype=torch.long, device=device),
+    )
+
+
+def decode_backbone(family: Family, size: Literal["paper", "tiny"], kernels: KernelChoice) -> Backbone:
+    if family == "hybrid":
+        return nemotron_nano_9b_v2(kernels=kernels) if size == "paper" else tiny_hybrid(kernels=kernels)
+    if family == "qwen2":
+        return qwen2_5_7b() if size == "paper" else tiny_qwen2()
+    raise ValueError(f"unknown family {family!r}: use 'hybrid' or 'qwen2'")
+
+
+@torch.no_grad()
+def _decode_runs(
+    backbone: Backbone, input_tokens: int, new_tokens: int, device: torch.device, repeats: int
+) -> dict[str, Any]:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    ids = torch.randint(0, backbone.vocab_size, (1, input_tokens), generator=gen).to(device)
+    state = text_state(input_tokens, device)
+    hidden = backbone.embed(ids)  # (1, T, D)
+    greedy_generate(backbone, hidden, state, [], 4, -1, 0)  # warm-up: kernels, allocator, cache growth
+    reset_peak(device)
+    prefill_ms, decode_ms = [], []
+    for _ in range(max(1, repeats)):
+        marks = Marks(device)
+        marks.mark("start")
+        greedy_generate(backbone, hidden, state, [], new_tokens, -1, 0, marks)
+        t = marks.elapsed_ms()
+        prefill_ms.append(t["first_token"])
+        decode_ms.append(t["decoded"] - t["first_token"])
+    steps = new_tokens - 1
+    return {
+        "prefill_ms": median(prefill_ms),
+        "decode_ms": median(decode_ms),
+        "decode_runs_ms": decode_ms,
+        "ms_per_token": median(decode_ms) / steps,
+        "decode_tokens_per_s": steps / (median(decode_ms) / 1000.0),
+        **peak_gib(device),
+    }
+
+
+def bench_decode(
+    input_tokens: int = 32768,
+    new_tokens: int = 128,
+    families: list[Family] | None = None,
+    size: Literal["paper", "tiny"] = "paper",
+    repeats: int = 3,
+    kernels: KernelChoice = "auto",
+    dtype: DType = "bfloat16",
+    device: str | None = None,
+    out_dir: str = "runs/bench",
+    tag: str = "decode",
+) -> dict[str, Any]:
+    """Decode tokens/s after an ``input_tokens`` prompt for each backbone family (see the module
+    doc); writes ``{out_dir}/{tag}.json`` with one row per family and the hybrid/qwen2 ratio."""
+    if new_tokens < 2:
+        raise ValueError(f"new_tokens must be at least 2 (the rate is measured after the first), got {new_tokens}")
+    dev = _device(device)
+    names: list[Family] = list(families or ["hybrid", "qwen2"])
+    results: dict[str, Any] = {
+        "device": device_info(dev),
+        "config": {
+            "input_tokens": input_tokens,
+            "new_tokens": new_tokens,
+            "families": names,
+            "size": size,
+            "repeats": repeats,
+            "kernels": kernels,
+            "kernels_resolved": resolve_kernels(kernels, dev),
+            "dtype": dtype,
+        },
+        "rows": [],
+    }
+    out = Path(out_dir) / f"{tag}.json"
+    for family in names:
+        with building_on(dev, getattr(torch, dtype)):
+            backbone = decode_backbone(family, size, kernels).eval()
+        params = backbone.param_count()
+        timing, oom = _guarded(_decode_runs, backbone, input_tokens, new_tokens, dev, repeats)
+        row: dict[str, Any] = {"family": family, "params": params}
+        row.update({"status": "ok", **timing} if timing is not None else {"status": "oom", "error": oom})
+        results["rows"].append(row)
+        log.info("decode %s", {k: v for k, v in row.items() if k != "decode_runs_ms"})
+        del backbone
+        free_memory()
+        write_json(out, results)
+    rates = {r["family"]: r.get("decode_tokens_per_s") for r in results["rows"]}
+    if rates.get("hybrid") and rates.get("qwen2"):
+        results["hybrid_over_qwen2"] = rates["hybrid"] / rates["qwen2"]
+    write_json(out, results)
+    return results

@@ -1,0 +1,37 @@
+#!/bin/bash
+# Issue 18 measurements on one GPU, batched into one device call (results and logs under $OUT).
+#   device call, carry [".gpu"]:  bash scripts/gpu/issue18.sh prefill chunked train decode profile
+# Each step has its own time limit; a step that fails leaves its JSON (rewritten after every row).
+set -uo pipefail
+OUT=${OUT:-/tmp/viper-out}
+mkdir -p "$OUT"
+bash .gpu/kernels.sh unpack > "$OUT/unpack.log" 2>&1 || { cat "$OUT/unpack.log"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VIPER_LOG_LEVEL=INFO PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv,noheader
+B="python3 -m lightning_viper.bench"
+TAG=${TAG:-h200}
+step() {  # name seconds verb json
+  local name=$1 secs=$2; shift 2
+  local t0=$SECONDS
+  timeout "$secs" $B "$@" > "$OUT/$name.log" 2>&1
+  echo "== $name rc=$? $((SECONDS - t0)) s"
+  grep -E "frames: |peer \{|train ckpt|decode \{|regions ms|Error|error" "$OUT/$name.log" | cut -c1-260 | tail -25
+}
+for what in "$@"; do
+  case "$what" in
+  prefill)  # none / TransV whole-sequence 64..10k frames, transformers' NemotronH 64..8k (strategy none)
+    step prefill "${PREFILL_S:-330}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_prefill\", \"strategies\": [\"transv\", \"none\"],
+      \"frames\": [64, 256, 1024, 4096, 8192, 10240], \"repeats\": 2, \"peer_max_frames\": 8192, \"plot\": false}" ;;
+  chunked)  # TransV chunked prefill at 102,400 frames: backbone peak memory (random vision tokens)
+    step chunked "${CHUNKED_S:-200}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_chunked_100k\", \"prefill_chunk\": 32768,
+      \"strategies\": [\"transv\"], \"frames\": [${CHUNKED_FRAMES:-102400}], \"warmup\": 0, \"repeats\": 1, \"peer\": false,
+      \"encode\": false, \"plot\": false}" ;;
+  train)  # stage-2 step, 2B hybrid, 256 frames, no checkpointing
+    step train "${TRAIN_S:-120}" train "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_train_2b\", \"checkpointing\": [false], \"repeats\": 4}" ;;
+  decode)  # decode tokens/s after 32k input tokens, Nemotron-Nano-9B-v2 vs Qwen2.5-7B
+    step decode "${DECODE_S:-150}" decode "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_decode_32k\", \"repeats\": 2}" ;;
+  profile)  # where one TransV prefill of 1,024 frames spends its time
+    step profile "${PROFILE_S:-90}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_breakdown_1k\", \"frames\": 1024}" ;;
+  *) echo "unknown step $what" >&2 ;;
+  esac
+done
