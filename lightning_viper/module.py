@@ -78,6 +78,7 @@ class VideoLM(LightningModule):
         self.backbone = backbone
         self.projector.bind(encoder.embed_dim, backbone.hidden_size)
         self.compression = nn.ModuleList(compression or [])
+        self.projector.attach_encoder(encoder)  # VisionZip reads the encoder's attention
         for stage in self.stages():
             stage.bind(backbone)
         self._validate_schedule()

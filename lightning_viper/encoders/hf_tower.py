@@ -216,7 +216,36 @@ class HFVisionTower(VisionEncoder):
         """(f, 3, H, W) normalised pixels -> (f, P, Dv) features of ``feature_layer``."""
         out = self.model(pixel_values=pixels, output_hidden_states=True)
         layer_out: Tensor = out.hidden_states[self._hidden_index]  # (f, prefix + P, Dv)
+        if self._attention is not None:  # opt-in (keep_attention); off by default
+            self._attention.append(self._attention_received(out.hidden_states[self._hidden_index - 1]))
         return layer_out[:, self.num_prefix_tokens :]
+
+    _attention: list[Tensor] | None = None
+
+    def keep_attention(self) -> None:
+        """Opt-in (VisionZip): each forward also records the attention every patch receives inside the
+        ``feature_layer`` layer, averaged over heads and over the queries (the prefix (CLS) queries when
+        the tower has them, else every token); :meth:`take_attention` returns it."""
+        self._attention = []
+
+    def take_attention(self) -> Tensor:
+        """(F, P) attention received by each patch in the frames encoded since the last call."""
+        if self._attention is None or not self._attention:
+            raise RuntimeError(f"{self.family} tower: no attention recorded; call keep_attention() before forward")
+        received, self._attention = torch.cat(self._attention), []
+        return received
+
+    def _attention_received(self, hidden: Tensor) -> Tensor:
+        """(f, T, Dv) input of the feature layer -> (f, P) softmax(q k^T * scale) averaged as above."""
+        layer: Any = self.layers()[-1]  # a transformers SigLIP/CLIP encoder layer
+        attn = layer.self_attn
+        f, t, _ = hidden.shape
+        x = layer.layer_norm1(hidden)
+        q = attn.q_proj(x).view(f, t, attn.num_heads, attn.head_dim).transpose(1, 2)  # (f, H, T, hd)
+        k = attn.k_proj(x).view(f, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+        weights = torch.softmax((q @ k.transpose(-1, -2)).float() * attn.scale, dim=-1)  # (f, H, T, T)
+        queries = weights[:, :, : self.num_prefix_tokens] if self.num_prefix_tokens else weights
+        return queries.mean(dim=(1, 2))[:, self.num_prefix_tokens :]  # (f, P)
 
     def forward(self, frames: Tensor) -> Tensor:
         """uint8 (F, 3, H, W) -> (F, P, Dv), in micro-batches of ``micro_batch`` frames."""

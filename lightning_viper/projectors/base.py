@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from lightning_viper.encoders.base import VisionEncoder
 
 
 class Projector(nn.Module, ABC):
@@ -17,6 +21,11 @@ class Projector(nn.Module, ABC):
     @abstractmethod
     def bind(self, vision_dim: int, llm_dim: int) -> None:
         """Build the layers for these widths."""
+
+    def attach_encoder(self, encoder: VisionEncoder) -> None:
+        """Called once by ``VideoLM`` after :meth:`bind`. A projector that reads more than the
+        features (VisionZip: the encoder's attention) keeps its encoder here; the default ignores it."""
+        return
 
     @abstractmethod
     def tokens_per_frame(self, num_patches: int) -> int:
