@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
@@ -13,9 +13,9 @@ from torch.utils.checkpoint import checkpoint
 
 from lightning_viper.backbones.attention import AttentionLayer, GQAttention
 from lightning_viper.backbones.cache import BackboneCache, LayerCache
+from lightning_viper.backbones.mamba2 import Mamba2Mixer
 from lightning_viper.backbones.norm import RMSNorm
 from lightning_viper.backbones.scores import query_attention
-from lightning_viper.ops.profiling import region
 from lightning_viper.sequence import SequenceState
 
 if TYPE_CHECKING:
@@ -54,6 +54,30 @@ class BackboneLayer(Protocol):
     def step(self, hidden: Tensor, segment: Tensor, cache: Any) -> Tensor: ...
 
     def new_cache(self) -> LayerCache: ...
+
+
+class MixerOverride(Protocol):
+    """Replaces the token mixer of one layer for one forward pass (``Backbone.forward(mixers=...)``);
+    the analysis (:mod:`lightning_viper.analysis`) knocks out edges and reads attention maps so."""
+
+    def __call__(self, index: int, mixer: nn.Module, x: Tensor, state: SequenceState) -> Tensor:
+        """``mixer``: layer ``index``'s own ``GQAttention`` or ``Mamba2Mixer``; ``x`` (B, T, D): its
+        normed input; ``state``: the tokens the layer sees -> the mixer's output (B, T, D)."""
+        ...
+
+
+class _OverriddenMixer(nn.Module):
+    """Stands in for a layer's mixer while an override runs (the layer's block calls it as its mixer)."""
+
+    def __init__(self, index: int, mixer: nn.Module, override: MixerOverride, state: SequenceState) -> None:
+        super().__init__()
+        self.index, self.override, self.state = index, override, state
+        self.original = (mixer,)  # a tuple: not registered as a submodule of the stand-in
+
+    def forward(
+        self, x: Tensor, mask: Tensor, segment: Tensor, cache: Any = None, position: Tensor | None = None
+    ) -> Tensor:
+        return self.override(self.index, self.original[0], x, self.state)
 
 
 class Backbone(nn.Module, ABC):
@@ -133,6 +157,16 @@ class Backbone(nn.Module, ABC):
         self.require_attention_layer(layer, type(self).__name__)
         return AttentionLayer(layer, self.attention_module(layer), self.attention_norm(layer))
 
+    def mixer_name(self, layer: int) -> str:
+        """Attribute name of layer ``layer``'s token mixer (a ``GQAttention`` or ``Mamba2Mixer`` child)."""
+        for name, child in self.layers[layer].named_children():
+            if isinstance(child, GQAttention | Mamba2Mixer):
+                return name
+        raise ValueError(
+            f"layer {layer} ({self.layer_kinds[layer]!r}) has no token mixer (attention or Mamba-2); "
+            f"layers with one: {[i for i, k in enumerate(self.layer_kinds) if k != 'mlp']}"
+        )
+
     # --- the shared layer loop -----------------------------------------------------------------
     def run_layer(self, index: int, hidden: Tensor, state: SequenceState, cache: Any | None) -> Tensor:
         """Apply layer ``index`` (residual included) to (B, T, D) -> (B, T, D); fills ``cache``
@@ -176,8 +210,14 @@ class Backbone(nn.Module, ABC):
         state: SequenceState,
         stages: Sequence[CompressionStage] = (),
         cache: Any | None = None,
+        mixers: Mapping[int, MixerOverride] | None = None,
     ) -> BackboneOutput:
-        """Run every layer on (B, T, D) ``hidden``; before layer l apply the stages at l."""
+        """Run every layer on (B, T, D) ``hidden``; before layer l apply the stages at l.
+
+        ``mixers`` maps layer indices to overrides of their token mixer (whole sequence, no
+        cache, no chunking); None (the default) runs every layer as it is."""
+        if mixers and cache is not None:
+            raise ValueError("mixer overrides run without a generation cache: pass cache=None")
         by_layer: dict[int, list[CompressionStage]] = {}
         for stage in stages:
             by_layer.setdefault(stage.layer, []).append(stage)
@@ -185,14 +225,27 @@ class Backbone(nn.Module, ABC):
         for index in range(self.num_layers):
             for stage in by_layer.get(index, []):
                 before = int(state.vision_mask().sum())
-                with region(f"stage/L{index}_{type(stage).__name__}"):
-                    hidden, state = stage(hidden, state, self)
+                hidden, state = stage(hidden, state, self)
                 records.append(
                     StageRecord(stage.describe(), index, before, int(state.vision_mask().sum()), state.length)
                 )
-            with region(f"layer/{self.layer_kinds[index]}"):
+            override = mixers.get(index) if mixers else None
+            if override is None:
                 hidden = self.run_layer(index, hidden, state, cache)
+            else:
+                hidden = self._run_overridden(index, hidden, state, override)
         return BackboneOutput(self.final_norm(hidden), state, records)
+
+    def _run_overridden(self, index: int, hidden: Tensor, state: SequenceState, override: MixerOverride) -> Tensor:
+        """Layer ``index`` with its mixer replaced by ``override`` for this call only."""
+        layer, name = self.layers[index], self.mixer_name(index)
+        mixer = getattr(layer, name)
+        setattr(layer, name, _OverriddenMixer(index, mixer, override, state))
+        try:
+            out: Tensor = layer(hidden, state.mask, state.segment, state.position, None)
+        finally:
+            setattr(layer, name, mixer)
+        return out
 
     # --- generation ----------------------------------------------------------------------------
     def new_cache(self, batch_size: int) -> Any:

@@ -8,6 +8,7 @@ the conv and SSM states restart at every segment boundary (padding counts as its
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,19 @@ class GatedRMSNorm(nn.Module):
         g = h.view(*h.shape[:-1], -1, self.group_size)  # (..., groups, group_size)
         g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * g.view(h.shape).to(dtype)
+
+
+@dataclass
+class SSDInputs:
+    """The inputs of one Mamba-2 layer's SSD scan after in_proj, conv and SiLU (read by the analysis)."""
+
+    x: Tensor  # (B, T, H, P), zero on padding
+    dt: Tensor  # (B, T, H) float32 time steps Δ: after dt_bias, softplus and the clamp
+    A: Tensor  # (H,) float32 decay rates (negative)
+    B: Tensor  # (B, T, G, N)
+    C: Tensor  # (B, T, G, N)
+    D: Tensor  # (H,) skip weights
+    z: Tensor  # (B, T, inner) gate of the output norm
 
 
 class Mamba2Mixer(nn.Module):
@@ -106,6 +120,30 @@ class Mamba2Mixer(nn.Module):
         xs, b, c = xbc.split([self.inner, gn, gn], dim=-1)
         return xs, b, c
 
+    def _project(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x (B, T, D) -> keep (B, T, 1), z (B, T, inner), xBC (B, T, conv_dim), dt (B, T, H)."""
+        keep = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        z, xbc, dt = self.in_proj(x * keep).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
+        return keep, z, xbc, dt
+
+    def _conv(self, xbc: Tensor, segment: Tensor, initial_state: Tensor | None, cuda: bool) -> tuple[Tensor, Tensor]:
+        """Depthwise causal conv + SiLU of xBC (B, T, conv_dim) -> (B, T, conv_dim) and the final conv state."""
+        conv = kernels.causal_conv1d_cuda if cuda else torch_conv.causal_conv1d
+        weight = self.conv1d.weight.squeeze(1)  # (C, K)
+        # the CUDA kernels index with 32-bit integers: long calls run in pieces (state carried)
+        conv_limit = tokens_per_call(xbc.shape[0] * self.conv_dim) if cuda else xbc.shape[1]
+        out: tuple[Tensor, Tensor] = in_pieces(
+            conv,
+            conv_limit,
+            ("x",),
+            x=xbc,
+            weight=weight,
+            bias=self.conv1d.bias,
+            seq_idx=segment,
+            initial_state=initial_state,
+        )
+        return out
+
     def forward(
         self,
         x: Tensor,
@@ -119,26 +157,12 @@ class Mamba2Mixer(nn.Module):
         ``position`` is part of the mixer contract and unused: the scan carries token order."""
         bsz, t, _ = x.shape
         cuda = self._use_cuda(x)
-        keep = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        z, xbc, dt = self.in_proj(x * keep).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
+        keep, z, xbc, dt = self._project(x, mask)
         conv_init = ssm_init = None
         if cache is not None:
             cache.reset_rows(segment[:, 0])
             conv_init, ssm_init = cache.conv_state, cache.ssm_state
-        conv = kernels.causal_conv1d_cuda if cuda else torch_conv.causal_conv1d
-        weight = self.conv1d.weight.squeeze(1)  # (C, K)
-        # the CUDA kernels index with 32-bit integers: long calls run in pieces (state carried)
-        conv_limit = tokens_per_call(bsz * self.conv_dim) if cuda else t
-        xbc, conv_final = in_pieces(
-            conv,
-            conv_limit,
-            ("x",),
-            x=xbc,
-            weight=weight,
-            bias=self.conv1d.bias,
-            seq_idx=segment,
-            initial_state=conv_init,
-        )
+        xbc, conv_final = self._conv(xbc, segment, conv_init, cuda)
         xs, b, c = self._split_conv_out(xbc * keep)  # (B, T, inner), (B, T, G*N) x2
         scan = kernels.ssd_scan_cuda if cuda else torch_ssd.ssd_scan
         scan_limit = tokens_per_call(bsz * self.inner, self.chunk_size) if cuda else t
@@ -161,9 +185,44 @@ class Mamba2Mixer(nn.Module):
         )
         if cache is not None:
             cache.conv_state, cache.ssm_state, cache.segment = conv_final, ssm_final, segment[:, -1].clone()
-        y = self.norm(y.reshape(bsz, t, self.inner), z, fused=cuda)
-        out: Tensor = self.out_proj(y.to(x.dtype))
+        return self.ssd_output(y, z)
+
+    def ssd_output(self, y: Tensor, z: Tensor) -> Tensor:
+        """The mixer after its scan: y (B, T, H, P) and the gate z (B, T, inner) -> gated norm ->
+        out_proj -> (B, T, D) in z's dtype."""
+        bsz, t = y.shape[:2]
+        y = self.norm(y.reshape(bsz, t, self.inner), z, fused=self._use_cuda(z))
+        out: Tensor = self.out_proj(y.to(z.dtype))
         return out
+
+    def ssd_inputs(
+        self, x: Tensor, mask: Tensor, segment: Tensor, conv_cut: tuple[Tensor, Tensor] | None = None
+    ) -> SSDInputs:
+        """What this layer's SSD scan consumes for x (B, T, D): in_proj, conv, SiLU, Δ discretised
+        (no cache). ``mixer.ssd_output(ssd_scan(...), z)`` of them is ``forward``.
+
+        ``conv_cut`` = (sources, receivers), each (B, T) bool, removes the conv taps from source
+        positions into receiver positions: the conv outputs at receivers are those of the input
+        with the sources zeroed (the analysis of information flow blocks vision -> text this way).
+        """
+        bsz, t, _ = x.shape
+        cuda = self._use_cuda(x)
+        keep, z, xbc, dt = self._project(x, mask)
+        conv_out, _ = self._conv(xbc, segment, None, cuda)
+        if conv_cut is not None:
+            sources, receivers = conv_cut
+            cut, _ = self._conv(xbc * (~sources).unsqueeze(-1).to(xbc.dtype), segment, None, cuda)
+            conv_out = torch.where(receivers.unsqueeze(-1), cut, conv_out)
+        xs, b, c = self._split_conv_out(conv_out * keep)
+        return SSDInputs(
+            x=xs.reshape(bsz, t, self.num_heads, self.head_dim),
+            dt=torch_ssd.discretize_dt(dt, self.dt_bias, True, self.time_step_limit),
+            A=-torch.exp(self.A_log.float()),
+            B=b.reshape(bsz, t, self.n_groups, self.state_size),
+            C=c.reshape(bsz, t, self.n_groups, self.state_size),
+            D=self.D,
+            z=z,
+        )
 
     def step(self, x: Tensor, cache: MambaLayerCache) -> Tensor:
         """One new token per row: x (B, 1, D) -> (B, 1, D); updates ``cache`` in place."""

@@ -1,0 +1,72 @@
+"""`viper analyze knockout|attention` on a tiny checkpoint trained here: JSON, PNGs and an MLflow run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from lightning_viper.cli.main import VideoCLI
+from lightning_viper.cli.viper import main
+from tests.cli.conftest import DEMO, write_overlay
+
+pytestmark = pytest.mark.slow  # trains a 2-step demo checkpoint first (~40 s on CPU)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(overlay, checkpoint, tmp dir) of a 2-step demo fit."""
+    tmp = tmp_path_factory.mktemp("analyze")
+    overlay = write_overlay(tmp, tmp / "synth")
+    VideoCLI(args=["fit", "--config", str(DEMO), "--config", str(overlay), "--trainer.max_steps=2",
+                   "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1"])  # fmt: skip
+    return overlay, tmp / "ckpt" / "last.ckpt", tmp
+
+
+def _run(verb: str, trained: tuple[Path, Path, Path], *extra: str) -> Path:
+    overlay, ckpt, tmp = trained
+    out = tmp / verb
+    main(["analyze", verb, "--config", str(DEMO), "--ckpt_path", str(ckpt), "--out", str(out),
+          f"--overrides={json.dumps(['--config', str(overlay)])}", "--max_samples=4", *extra])  # fmt: skip
+    return out
+
+
+def _run_files(tmp: Path, name: str) -> tuple[dict[str, float], list[str]]:
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["demo-test"], filter_string=f"tags.mlflow.runName = '{name}'",
+                                output_format="list")  # fmt: skip
+    files = [f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "analysis")]
+    return run.data.metrics, files
+
+
+def test_knockout_writes_json_plot_and_an_mlflow_run(trained: tuple[Path, Path, Path]) -> None:
+    out = _run("knockout", trained, "--layers=[0, 2]")
+    data = json.loads((out / "knockout.json").read_text())
+    assert data["baseline"]["samples"] == 4
+    assert [(p["layer"], p["kind"], p["flow"]) for p in data["points"]] == [
+        (0, "mamba", "V2I"), (0, "mamba", "V2R"), (2, "attention", "V2I"), (2, "attention", "V2R")
+    ]  # fmt: skip
+    assert all(0.0 <= p["score"] <= 1.0 and p["loss"] > 0 for p in data["points"])
+    assert (out / "knockout.png").stat().st_size > 1000
+    metrics, files = _run_files(trained[2], "demo-analyze-knockout")
+    assert "knockout/V2I/score" in metrics and "knockout/baseline/loss" in metrics
+    assert sorted(files) == ["analysis/knockout.json", "analysis/knockout.png"]
+
+
+def test_attention_writes_maps_shares_and_classes(trained: tuple[Path, Path, Path]) -> None:
+    out = _run("attention", trained)
+    data = json.loads((out / "attention.json").read_text())
+    assert [lay["kind"] for lay in data["layers"]] == ["mamba", "attention", "mamba", "attention"]  # M-*M-*
+    assert sum(data["classes"].values()) == 8 + 4 + 8 + 4  # every head classified
+    for name in ("shares.png", "heads.png"):
+        assert (out / name).stat().st_size > 1000
+    _, files = _run_files(trained[2], "demo-analyze-attention")
+    assert "analysis/attention.json" in files
+
+
+def test_a_missing_checkpoint_is_named(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        main(["analyze", "knockout", "--config", str(DEMO), "--ckpt_path", str(tmp_path / "nope.ckpt"),
+              "--out", str(tmp_path)])  # fmt: skip
