@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
-import sys
-import time
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
+from lightning import Callback, LightningModule
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from lightning_viper.backbones.base import Backbone, BackboneOutput, MixerOverride
 from lightning_viper.batch import VideoBatch
+from lightning_viper.callbacks.efficiency import EfficiencyMonitor
 from lightning_viper.compression.base import CompressionStage
 from lightning_viper.encoders.base import VisionEncoder
+from lightning_viper.encoders.batching import FrameSequence, map_frames
 from lightning_viper.generation import greedy_generate
 from lightning_viper.metrics import TaskMetrics
+from lightning_viper.ops.profiling import Marks, region
 from lightning_viper.optim import cosine_with_warmup, param_groups
 from lightning_viper.projectors.base import Projector
 from lightning_viper.sequence import SequenceState, gather_tokens
@@ -79,6 +79,7 @@ class VideoLM(LightningModule):
         self.backbone = backbone
         self.projector.bind(encoder.embed_dim, backbone.hidden_size)
         self.compression = nn.ModuleList(compression or [])
+        self.projector.attach_encoder(encoder)  # VisionZip reads the encoder's attention
         for stage in self.stages():
             stage.bind(backbone)
         self._validate_schedule()
@@ -88,7 +89,7 @@ class VideoLM(LightningModule):
         if init_from is not None:
             self.load_parts(init_from, list(init_parts or ["projector"]))
         self.tokenizer = tokenizer
-        self._generation_warm = False  # set once a first, untimed prefill has paid one-time costs
+        self.efficiency_marks: Marks | None = None  # set by EfficiencyMonitor for a batch it times
         self.metrics = nn.ModuleDict({s: TaskMetrics() for s in ("val", "test")})
         self.generate_in = set(generate_in if generate_in is not None else ["test"])
 
@@ -163,18 +164,23 @@ class VideoLM(LightningModule):
         return self
 
     # ---- forward pieces --------------------------------------------------------------------
-    def encode_video(self, frames: Tensor) -> Tensor:
+    def encode_video(self, frames: FrameSequence) -> Tensor:
         """(F, 3, H, W) uint8 -> (F, N, D) vision tokens.
 
-        Encoder and projector run per micro-batch of frames, so only the (much smaller) projected
-        tokens of the whole video are alive at once, never all patch features."""
-        step = max(1, int(getattr(self.encoder, "micro_batch", frames.shape[0]) or 1))
-        tokens = []
-        for start in range(0, frames.shape[0], step):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and "encoder" in self.trainable):
-                features = self.encoder(frames[start : start + step])  # (f, P, Dv)
-            tokens.append(self.projector(features))  # (f, N, D)
-        return torch.cat(tokens, dim=0)  # (F, N, D)
+        Encoder and projector run per micro-batch of frames (:func:`map_frames`), so only the
+        (much smaller) projected tokens of the whole video are alive at once, never all patch
+        features. ``frames`` may live on the host (moved a micro-batch at a time)."""
+        step = max(1, int(getattr(self.encoder, "micro_batch", len(frames)) or 1))
+        with region("encode"):
+            return map_frames(self._encode_chunk, frames, step, self.device)  # (F, N, D)
+
+    def _encode_chunk(self, frames: Tensor) -> Tensor:
+        """(f, 3, H, W) -> (f, N, D): encoder (no grad unless it trains) then projector."""
+        with region("encoder"), torch.set_grad_enabled(torch.is_grad_enabled() and "encoder" in self.trainable):
+            features = self.encoder(frames)  # (f, P, Dv)
+        with region("projector"):
+            tokens: Tensor = self.projector(features)  # (f, N, D)
+        return tokens
 
     def embed_batch(self, batch: VideoBatch, prompt_only: bool) -> tuple[Tensor, SequenceState, Tensor]:
         """Vision tokens spliced into text embeddings -> (B, T, D), state, source text columns."""
@@ -187,16 +193,17 @@ class VideoLM(LightningModule):
             ids = ids[:, : int(lengths.max())]
             col = torch.arange(ids.shape[1], device=ids.device)
             ids = torch.where(col < lengths.unsqueeze(1), ids, torch.full_like(ids, self.tokenizer.pad_token_id or 0))
-        text = self.backbone.embed(ids)  # (B, L, D)
-        return splice(
-            text,
-            ids,
-            lengths,
-            batch.prompt_lengths,
-            tokens.flatten(0, 1).to(text.dtype),
-            batch.frames_per_sample * n,
-            video_token_id(self.tokenizer),
-        )
+        with region("splice"):
+            text = self.backbone.embed(ids)  # (B, L, D)
+            return splice(
+                text,
+                ids,
+                lengths,
+                batch.prompt_lengths,
+                tokens.flatten(0, 1).to(text.dtype),
+                batch.frames_per_sample * n,
+                video_token_id(self.tokenizer),
+            )
 
     def forward(
         self, batch: VideoBatch, mixers: Mapping[int, MixerOverride] | None = None
@@ -265,41 +272,30 @@ class VideoLM(LightningModule):
     # ---- generation and efficiency ---------------------------------------------------------
     @torch.no_grad()
     def generate(self, batch: VideoBatch) -> tuple[list[str], dict[str, float]]:
-        """Greedy answers for the batch's prompts, plus efficiency figures of the prefill."""
+        """Greedy answers for the batch's prompts, plus token counts of the prefill.
+
+        When ``efficiency_marks`` is set (the :class:`~lightning_viper.callbacks.EfficiencyMonitor`
+        does, for the batches it times), it gets ``start`` before the frames are encoded and
+        ``first_token`` / ``decoded`` from :func:`greedy_generate`; time, memory and the untimed
+        warm-up are the callback's."""
         assert self.tokenizer is not None
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id
         if eos is None or pad is None:
             raise ValueError("the tokenizer needs eos and pad tokens for generation")
-        if not self._generation_warm:
-            # the process's first prefill pays allocator growth, kernel selection and compilation:
-            # run it once untimed so prefill_ms measures the steady state, as the benchmarks do
-            warm_hidden, warm_state, _ = self.embed_batch(batch, prompt_only=True)
-            greedy_generate(self.backbone, warm_hidden, warm_state, self.stages(), 1, eos, pad)
-            self._generation_warm = True
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        marks = self.efficiency_marks
+        if marks is not None:
+            marks.mark("start")
         hidden, state, _ = self.embed_batch(batch, prompt_only=True)
         vision_in = int(state.vision_mask().sum())
-        result = greedy_generate(self.backbone, hidden, state, self.stages(), self.hparams["max_new_tokens"], eos, pad)
-        prefill_ms = (result.first_token_at - start) * 1000.0
+        max_new = self.hparams["max_new_tokens"]
+        result = greedy_generate(self.backbone, hidden, state, self.stages(), max_new, eos, pad, marks)
         bs = batch.batch_size
-        if cuda:
-            peak_mb = torch.cuda.max_memory_allocated() / 2**20
-        else:  # ru_maxrss: KiB on Linux, bytes on macOS; the process's peak so far
-            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
-                2**20 if sys.platform == "darwin" else 2**10
-            )
         eff = {
             "frames": float(batch.frames_per_sample.float().mean()),
             "vision_tokens": vision_in / bs,
             "vision_tokens_final": float(result.prefill.state.vision_mask().sum()) / bs,
             "seq_len_final": float(result.prefill.state.mask.sum()) / bs,
-            "prefill_ms": prefill_ms / bs,
-            "peak_mem_mb": peak_mb,
         }
         for i, rec in enumerate(result.prefill.stages):
             eff[f"stage{i}_L{rec.layer}_vision_before"] = rec.vision_before / bs
@@ -327,12 +323,7 @@ class VideoLM(LightningModule):
             real = [i for i, m in enumerate(batch.meta) if not m.get("padding", False)]  # ranks pad eval streams
             cast(TaskMetrics, self.metrics[split]).update([predictions[i] for i in real], [batch.meta[i] for i in real])
             for key, value in eff.items():
-                self.log(
-                    f"{split}/eff/{key}",
-                    value,
-                    batch_size=batch.batch_size,
-                    reduce_fx="max" if key == "peak_mem_mb" else "mean",
-                )
+                self.log(f"{split}/eff/{key}", value, batch_size=batch.batch_size)
         return rows
 
     # ---- optimisation ----------------------------------------------------------------------
@@ -348,6 +339,11 @@ class VideoLM(LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = cosine_with_warmup(optimizer, total, hp["warmup_ratio"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Every run times its prefill and records peak memory (``{split}/eff/prefill_ms`` and
+        ``peak_mem_mb``) after one untimed warm-up, without a callback entry in the recipe."""
+        return [EfficiencyMonitor()]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["strategy"] = self.strategy_name()

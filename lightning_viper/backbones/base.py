@@ -16,6 +16,7 @@ from lightning_viper.backbones.cache import BackboneCache, LayerCache
 from lightning_viper.backbones.mamba2 import Mamba2Mixer
 from lightning_viper.backbones.norm import RMSNorm
 from lightning_viper.backbones.scores import query_attention
+from lightning_viper.ops.profiling import region
 from lightning_viper.sequence import SequenceState
 
 if TYPE_CHECKING:
@@ -225,15 +226,17 @@ class Backbone(nn.Module, ABC):
         for index in range(self.num_layers):
             for stage in by_layer.get(index, []):
                 before = int(state.vision_mask().sum())
-                hidden, state = stage(hidden, state, self)
+                with region(f"stage/L{index}_{type(stage).__name__}"):
+                    hidden, state = stage(hidden, state, self)
                 records.append(
                     StageRecord(stage.describe(), index, before, int(state.vision_mask().sum()), state.length)
                 )
             override = mixers.get(index) if mixers else None
-            if override is None:
-                hidden = self.run_layer(index, hidden, state, cache)
-            else:
-                hidden = self._run_overridden(index, hidden, state, override)
+            with region(f"layer/{self.layer_kinds[index]}"):
+                if override is None:
+                    hidden = self.run_layer(index, hidden, state, cache)
+                else:
+                    hidden = self._run_overridden(index, hidden, state, override)
         return BackboneOutput(self.final_norm(hidden), state, records)
 
     def _run_overridden(self, index: int, hidden: Tensor, state: SequenceState, override: MixerOverride) -> Tensor:
