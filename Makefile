@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/lightning fit --config recipes/demo.yaml
 	$(BIN)/lightning test --config recipes/demo.yaml --ckpt_path last
-	@$(PY) -m lightning_viper.tracking.summary --experiment demo
+	@$(BIN)/viper summary --experiment demo
 
 test: install
 	$(PY) -m pytest -q -m "not gpu"

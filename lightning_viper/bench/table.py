@@ -1,10 +1,12 @@
 """Markdown tables from ``bench_prefill`` results (the tables of docs/benchmarks.md).
 
-``python -m lightning_viper.bench table docs/benchmarks/prefill_whole.json``
+``viper bench table docs/benchmarks/prefill_whole.json`` (or ``python -m lightning_viper.bench table ...``)
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 PREFILL_HEADER = (
@@ -45,3 +47,24 @@ def prefill_table(results: dict[str, Any]) -> str:
     peak = results["config"].get("peak_flops")
     sep = "|" + "---|" * PREFILL_HEADER.count(" | ") + "---|"
     return "\n".join([PREFILL_HEADER, sep, *(prefill_row(r, peak) for r in results["rows"])])
+
+
+def bench_table(results: str) -> str:
+    """Print a prefill results file as the markdown table of docs/benchmarks.md.
+
+    Args:
+        results: a JSON file written by viper bench prefill, e.g. docs/benchmarks/prefill_whole.json.
+    """
+    path = Path(results)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file {results!r}: give the JSON that viper bench prefill wrote")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{results} is not JSON ({error}): give the file viper bench prefill wrote") from error
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(data.get("config") if isinstance(data, dict) else None, dict) or not isinstance(rows, list):
+        raise ValueError(f"{results} has no 'config' and 'rows': it is not a viper bench prefill results file")
+    if any(not isinstance(r, dict) or "strategy" not in r or "frames" not in r for r in rows):
+        raise ValueError(f"{results}: every row needs 'strategy' and 'frames' (a prefill results file)")
+    return prefill_table(data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from argparse import Namespace
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_viper.tracking.flatten import flatten_config
 from lightning_viper.tracking.store import (
     STORE_ERRORS,
     TrackingStoreError,
@@ -33,6 +35,7 @@ from lightning_viper.tracking.store import (
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "lightning-viper"
 RUN_FILE = "mlflow_run.json"
 
 
@@ -47,7 +50,7 @@ class MLflowLogger(MLFlowLogger):
 
     def __init__(
         self,
-        experiment_name: str = "lightning-viper",
+        experiment_name: str = DEFAULT_EXPERIMENT,
         run_name: str | None = None,
         tracking_uri: str = DEFAULT_TRACKING_URI,
         tags: dict[str, str] | None = None,
@@ -57,7 +60,7 @@ class MLflowLogger(MLFlowLogger):
         request_timeout: float = 10.0,
         request_retries: int = 2,
     ) -> None:
-        if tracking_uri.startswith("file:") or (tracking_uri and "://" not in tracking_uri):
+        if tracking_uri.startswith("file:") or "://" not in tracking_uri:
             raise ValueError(
                 f"tracking_uri {tracking_uri!r} is MLflow's file store, which MLflow 3 refuses: "
                 "use a database URI such as sqlite:///mlflow.db or an http(s):// tracking server"
@@ -65,6 +68,7 @@ class MLflowLogger(MLFlowLogger):
         bound_http_requests(request_timeout, request_retries)
         check_store(tracking_uri, request_timeout)  # fail in seconds, before MLflow opens the store
         quiet_store_tracebacks()
+        self.tracking_uri = tracking_uri  # the store this logger writes to
         self.store_failure: str | None = None  # set by a failed write (store_write), recorded by finalize
         self.explicit_run_name = run_name
         self.continues_run = run_id is not None  # a test, or a fit resumed from a checkpoint
@@ -87,7 +91,7 @@ class MLflowLogger(MLFlowLogger):
         try:
             return super().experiment
         except STORE_ERRORS as error:
-            self.store_failure = describe_failure(self._tracking_uri, "open the run", error)
+            self.store_failure = describe_failure(self.tracking_uri, "open the run", error)
             raise TrackingStoreError(self.store_failure) from error
 
     @rank_zero_only
@@ -95,9 +99,7 @@ class MLflowLogger(MLFlowLogger):
     def log_hyperparams(self, params: Any) -> None:
         """Log params; when continuing a run (test or resume), keep the values the run already
         holds (MLflow forbids changing a param) and log a warning for each one that differs."""
-        from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-
-        flat = _flatten_dict(_convert_params(params))
+        flat = flatten_config(vars(params) if isinstance(params, Namespace) else dict(params or {}))
         existing = self.experiment.get_run(self.run_id).data.params
         changed = {k: (existing[k], str(v)) for k, v in flat.items() if k in existing and existing[k] != str(v)[:6000]}
         for key, (old, new) in changed.items():
@@ -146,7 +148,7 @@ class MLflowLogger(MLFlowLogger):
             super().finalize(status)
         except STORE_ERRORS as error:
             name = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, status)
-            message = describe_failure(self._tracking_uri, f"end the run as {name}", error)
+            message = describe_failure(self.tracking_uri, f"end the run as {name}", error)
             if status in ("success", "finished", "FINISHED"):
                 self.store_failure = message
                 raise TrackingStoreError(message) from error
@@ -216,7 +218,7 @@ def remember_run(directory: str | Path, logger: MLflowLogger) -> None:
     """Write the run's id and store next to the checkpoints, for later test/resume."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    payload = {"run_id": logger.run_id, "tracking_uri": logger._tracking_uri, "experiment_id": logger.experiment_id}
+    payload = {"run_id": logger.run_id, "tracking_uri": logger.tracking_uri, "experiment_id": logger.experiment_id}
     (d / RUN_FILE).write_text(json.dumps(payload, indent=2))
 
 

@@ -189,7 +189,7 @@ def store_write(what: str, step_arg: int | None = None) -> Callable[[F], F]:
             except STORE_ERRORS as error:
                 step = kwargs.get("step", args[step_arg] if step_arg is not None and len(args) > step_arg else None)
                 at = f" at step {step}" if step is not None else ""
-                message = describe_failure(self._tracking_uri, what + at, error)
+                message = describe_failure(self.tracking_uri, what + at, error)
                 self.store_failure = message
                 raise TrackingStoreError(message) from error
 

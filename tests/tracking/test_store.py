@@ -66,7 +66,7 @@ def test_a_server_that_answers_is_accepted_and_the_environment_wins(
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
     logger = MLflowLogger(tracking_uri=health_server, request_timeout=3)
-    assert logger._tracking_uri == health_server
+    assert logger.tracking_uri == health_server
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # a value the user set is kept
     with pytest.raises(TrackingStoreError, match=r"answered HTTP 404 .* check the URI"):
         MLflowLogger(tracking_uri=f"{health_server}/no-mlflow-here", request_timeout=3)
