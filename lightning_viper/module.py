@@ -15,7 +15,6 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_viper.backbones.base import Backbone, BackboneOutput, MixerOverride
 from lightning_viper.batch import VideoBatch
-from lightning_viper.callbacks.efficiency import EfficiencyMonitor
 from lightning_viper.compression.base import CompressionStage
 from lightning_viper.encoders.base import VisionEncoder
 from lightning_viper.encoders.batching import FrameSequence, map_frames
@@ -343,6 +342,8 @@ class VideoLM(LightningModule):
     def configure_callbacks(self) -> list[Callback]:
         """Every run times its prefill and records peak memory (``{split}/eff/prefill_ms`` and
         ``peak_mem_mb``) after one untimed warm-up, without a callback entry in the recipe."""
+        from lightning_viper.callbacks.efficiency import EfficiencyMonitor  # the package needs mlflow
+
         return [EfficiencyMonitor()]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
