@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
@@ -20,6 +20,7 @@ from lightning_viper.text.tokenizer import build_demo_tokenizer
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "lightning_viper", "synthetic")
+SYNTH_KNOBS = {f.name for f in fields(SynthConfig)}  # arguments passed through to the generator by name
 
 
 class SyntheticVideoDataModule(VideoDataModule):
@@ -66,17 +67,8 @@ class SyntheticVideoDataModule(VideoDataModule):
         shuffle_buffer: int = 256,
         epoch_length: int | None = None,
     ) -> None:
-        self.config = SynthConfig(
-            num_samples=num_train,
-            num_frames=num_frames,
-            image_size=image_size,
-            needle_frames=needle_frames,
-            num_distractors=num_distractors,
-            tasks=tuple(tasks or ("mcq",)),
-            seed=seed,
-            shuffle_options=shuffle_options,
-            samples_per_shard=samples_per_shard,
-        )
+        knobs = {name: value for name, value in locals().items() if name in SYNTH_KNOBS}  # the generator's, by name
+        self.config = SynthConfig(**{**knobs, "num_samples": num_train, "tasks": tuple(tasks or ("mcq",))})
         self.split_sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.cache_dir = Path(cache_dir).expanduser()
         self.data_dir = self.cache_dir / self.config.digest()

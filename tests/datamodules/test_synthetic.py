@@ -29,3 +29,19 @@ def test_generates_once_and_reads_back(tmp_path: Path) -> None:
     dm.setup("test")
     test = [m["key"] for b in dm.test_dataloader() for m in b.meta]
     assert len(test) == 8 and not set(test) & set(val)
+
+
+def test_every_generator_knob_reaches_the_synth_config(tmp_path: Path) -> None:
+    """The datamodule passes its SynthConfig arguments through by name (no field is dropped)."""
+    import inspect
+    from dataclasses import fields
+
+    from lightning_viper.data.synth import SynthConfig
+
+    knobs = dict(num_frames=6, image_size=48, needle_frames=3, num_distractors=1, seed=5, shuffle_options=True)
+    dm = SyntheticVideoDataModule(cache_dir=str(tmp_path), num_train=12, samples_per_shard=7, tasks=["count"], **knobs)
+    expected = SynthConfig(num_samples=12, samples_per_shard=7, tasks=("count",), **knobs)
+    assert dm.config == expected and dm.data_dir == tmp_path / expected.digest()
+    taken = set(inspect.signature(SyntheticVideoDataModule.__init__).parameters)
+    assert {f.name for f in fields(SynthConfig)} - taken == {"num_samples", "codec", "version"}  # set per split / fixed
+    assert SyntheticVideoDataModule(cache_dir=str(tmp_path)).config.tasks == ("mcq",)
