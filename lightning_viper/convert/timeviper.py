@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lightning_viper.backbones.loading import CheckpointError, load_strict
 from lightning_viper.convert.timeviper_config import backbone_spec, parse_pdrop
-from lightning_viper.convert.timeviper_keys import VISION, map_state
+from lightning_viper.convert.timeviper_keys import HEAD, VISION, map_state
 from lightning_viper.convert.timeviper_recipe import write_recipe
 from lightning_viper.export.directory import build, save
 from lightning_viper.text.tokenizer import load_tokenizer
@@ -120,6 +120,9 @@ def convert_timeviper(
     state = read_weights(weights)
     stages = parse_pdrop(config)
     encoder = vision_spec(state, vision_heads, feature_layer)
+    backbone = backbone_spec(config)
+    if backbone["init_args"].get("tie_word_embeddings") and HEAD + "weight" in state:
+        backbone["init_args"]["tie_word_embeddings"] = False  # the checkpoint has its own head: keep it
     spec = {
         "class_path": "lightning_viper.module.VideoLM",
         "init_args": {
@@ -128,7 +131,7 @@ def convert_timeviper(
                 "class_path": "lightning_viper.projectors.ToMeProjector",
                 "init_args": {"tokens_per_frame": tokens_per_frame, "num_heads": tome_heads, "rule": "reference"},
             },
-            "backbone": backbone_spec(config),
+            "backbone": backbone,
             "compression": [s.spec() for s in stages],
             "trainable": ["projector", "backbone", "compression"],
         },

@@ -122,6 +122,10 @@ def assign_weights(model: VideoLM, root: Path) -> None:
     state = read_weights(root)
     load_strict(model, state, source=f"exported model {str(root)!r}")  # names the offending keys
     model.load_state_dict(state, strict=True, assign=True)
+    for module in model.modules():  # assignment gives every key its own tensor: share tied ones again
+        tie = getattr(module, "tie_weights", None)
+        if module is not model and callable(tie):
+            tie()
 
 
 def read_processor(root: Path) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""Export round trip: a VideoLM written as a directory loads back with one call and equal logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_viper.backbones.loading import CheckpointError
+from lightning_viper.cli.main import parse_recipe
+from lightning_viper.export import PretrainedVideoLM, build, export, load, save
+from lightning_viper.export.directory import WEIGHTS_FILE
+from lightning_viper.module import VideoLM
+
+from .test_module import make_batch
+
+SPEC = {
+    "class_path": "lightning_viper.module.VideoLM",
+    "init_args": {
+        "encoder": {"class_path": "lightning_viper.encoders.SiglipEncoder", "init_args": {"patch_size": 8}},
+        "projector": {
+            "class_path": "lightning_viper.projectors.ToMeProjector",
+            "init_args": {"tokens_per_frame": 4, "num_heads": 2},
+        },  # fmt: skip
+        "backbone": {
+            "class_path": "lightning_viper.backbones.NemotronHBackbone",
+            "init_args": {"pattern": "M-*M-*", "vocab_size": 512, "tie_word_embeddings": True},
+        },  # fmt: skip
+        "compression": [
+            {"class_path": "lightning_viper.compression.TransV", "init_args": {"layer": 1, "keep": 0.5}},
+            {
+                "class_path": "lightning_viper.compression.TokenDrop",
+                "init_args": {"layer": 5, "keep": 0.25, "selector": "attention", "rule": "reference"},
+            },  # fmt: skip
+        ],
+        "trainable": ["projector", "compression"],
+    },
+}
+
+
+def trained_model() -> VideoLM:
+    torch.manual_seed(0)
+    model = build(SPEC)
+    with torch.no_grad():
+        model.stages()[0].alpha.fill_(0.8)  # a trained, non-zero gate
+    return model.eval()
+
+
+@torch.no_grad()
+def logits(model: VideoLM, batch) -> torch.Tensor:
+    loss, out = model(batch)
+    return torch.cat([loss.view(1), model.backbone.logits(out.hidden).flatten()])
+
+
+def test_round_trip_equal_logits(tmp_path: Path, demo_tokenizer) -> None:
+    model = trained_model()
+    model.tokenizer = demo_tokenizer
+    batch = make_batch(demo_tokenizer, [2, 3], ["A", "B. green"])
+    save(model, tmp_path / "out", SPEC, demo_tokenizer, {"image_size": 32, "fps": 1.0, "max_frames": 8})
+    back = load(tmp_path / "out")
+    assert torch.equal(logits(back, batch), logits(model, batch))
+    assert back.backbone.lm_head.weight is back.backbone.embeddings.weight  # tied weights stay tied
+    assert back.tokenizer is not None and len(back.tokenizer) == len(demo_tokenizer)
+    assert back.strategy_name() == model.strategy_name()
+
+
+def test_pretrained_in_a_recipe_sets_training_options(tmp_path: Path, demo_tokenizer) -> None:
+    model = trained_model()
+    save(model, tmp_path / "out", SPEC, demo_tokenizer)
+    recipe_model = PretrainedVideoLM(str(tmp_path / "out"), trainable=["backbone"], lr=3e-4).eval()
+    batch = make_batch(demo_tokenizer, [2], ["A"])
+    model.tokenizer = demo_tokenizer
+    assert torch.equal(logits(recipe_model, batch), logits(model, batch))
+    assert all(p.requires_grad for p in recipe_model.backbone.parameters())
+    assert not any(p.requires_grad for p in recipe_model.projector.parameters())
+    assert recipe_model.hparams["lr"] == 3e-4
+
+
+def test_export_from_a_lightning_checkpoint(tmp_path: Path, demo_tokenizer) -> None:
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml"
+    model = build(parse_recipe(recipe)["model"].as_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # "trained": differs from a fresh build
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "last.ckpt")
+    result = export(str(tmp_path / "last.ckpt"), str(tmp_path / "out"), str(recipe))
+    assert result["processor"]["image_size"] == 32
+    back = load(tmp_path / "out")
+    model.tokenizer = back.tokenizer = demo_tokenizer
+    batch = make_batch(demo_tokenizer, [2], ["A"])
+    assert torch.equal(logits(back, batch), logits(model.eval(), batch))
+
+
+def test_bad_directories_fail_with_a_message(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="has no model.yaml"):
+        load(tmp_path)
+    model = trained_model()
+    other = dict(SPEC, init_args={**SPEC["init_args"], "compression": []})
+    save(model, tmp_path / "out", other)  # weights with TransV keys, a spec without the stages
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load(tmp_path / "out")
+    assert (tmp_path / "out" / WEIGHTS_FILE).is_file()
