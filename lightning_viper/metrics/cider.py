@@ -19,9 +19,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from lightning_viper.metrics.state_dtype import KeepStateDtype
+from lightning_viper.metrics.text_state import cat_state, decode_texts, encode_texts
 
 NGram = tuple[str, ...]
 _SEP = "\x1f"  # separates the references of one sample in the byte state
@@ -80,23 +80,6 @@ def cider_d_scores(
     return scores
 
 
-def _encode(texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    data = [t.encode("utf-8") for t in texts]
-    # float32 holds bytes and lengths (< 2**24) exactly and matches the dtype torchmetrics gives the
-    # empty state of a process that saw no sample, so all_gather sees one dtype on every process
-    flat = torch.tensor([b for d in data for b in d], dtype=torch.float32)  # (sum of bytes,)
-    return flat, torch.tensor([len(d) for d in data], dtype=torch.float32)  # (S,)
-
-
-def _decode(flat: Tensor, lengths: Tensor) -> list[str]:
-    raw = bytes(flat.to(torch.long).tolist())
-    out, pos = [], 0
-    for n in lengths.to(torch.long).tolist():
-        out.append(raw[pos : pos + n].decode("utf-8"))
-        pos += n
-    return out
-
-
 class CIDErD(KeepStateDtype, Metric):
     """Corpus CIDEr-D over all samples seen (across processes).
 
@@ -127,22 +110,16 @@ class CIDErD(KeepStateDtype, Metric):
             (candidates, "cand_bytes", "cand_lens"),
             (joined, "ref_bytes", "ref_lens"),
         ):
-            flat, lens = _encode(texts)
+            flat, lens = encode_texts(texts)
             getattr(self, bytes_state).append(flat.to(self.device))
             getattr(self, lens_state).append(lens.to(self.device))
 
     def texts(self) -> tuple[list[str], list[list[str]]]:
         """The candidates and reference lists accumulated so far (after any process sync)."""
-
-        def cat(state: list[Tensor] | Tensor) -> Tensor:
-            if isinstance(state, list):  # before a sync: one tensor per update (maybe none)
-                return dim_zero_cat(state) if state else torch.zeros(0)
-            return state
-
-        if cat(self.cand_lens).numel() == 0:
+        if cat_state(self.cand_lens).numel() == 0:
             return [], []
-        cands = _decode(cat(self.cand_bytes), cat(self.cand_lens))
-        refs = [r.split(_SEP) for r in _decode(cat(self.ref_bytes), cat(self.ref_lens))]
+        cands = decode_texts(cat_state(self.cand_bytes), cat_state(self.cand_lens))
+        refs = [r.split(_SEP) for r in decode_texts(cat_state(self.ref_bytes), cat_state(self.ref_lens))]
         return cands, refs
 
     def compute(self) -> Tensor:

@@ -17,6 +17,7 @@ from lightning_viper.metrics.accuracy import CountingAccuracy, MultipleChoiceAcc
 from lightning_viper.metrics.caption import Bleu4, RougeL, rouge_l
 from lightning_viper.metrics.cider import CIDErD
 from lightning_viper.metrics.grounding import TemporalGrounding, temporal_iou
+from lightning_viper.metrics.grouped import GroupedAccuracy
 from lightning_viper.metrics.parsing import (
     caption_references,
     normalize_text,
@@ -108,6 +109,12 @@ class TaskMetrics(nn.Module):
     ``grounding/unparsed`` (count), ``count/acc``, ``caption/bleu4``, ``caption/rouge_l``,
     ``caption/cider`` and ``qa/acc`` (normalised exact match). Submetrics are torchmetrics
     ``Metric`` objects, so they sync across processes at ``compute()``.
+
+    Multiple-choice samples whose meta carries ``groups`` (from their annotation, e.g. VideoMME's
+    ``{"duration": "short", "task": "Counting Problem"}``) also get ``mcq_acc/<group>/<value>``
+    (e.g. ``mcq_acc/duration/short``, ``mcq_acc/task/Counting Problem``) and
+    ``mcq_acc_macro_task``, the mean over task types (MLVU's headline number); see
+    :class:`~lightning_viper.metrics.grouped.GroupedAccuracy`.
     """
 
     score_one = staticmethod(score_one)  # ``TaskMetrics.score_one(prediction, meta)``: per-sample score
@@ -121,6 +128,7 @@ class TaskMetrics(nn.Module):
         self.bleu4 = Bleu4()
         self.rouge_l = RougeL()
         self.cider = CIDErD()
+        self.mcq_groups = GroupedAccuracy()
         self.seen = TaskCounts()
 
     def update(self, predictions: list[str], meta: list[dict[str, Any]]) -> None:
@@ -138,6 +146,9 @@ class TaskMetrics(nn.Module):
                 options = [m.get("options") for m in metas]
                 targets = [target_choice(m.get("answer"), m.get("options"), m.get("answer_index")) for m in metas]
                 self.mcq.update(preds, targets, options)
+                self.mcq_groups.update(
+                    [m.get("groups") or {} for m in metas], [score_one(p, m) == 1.0 for p, m in items]
+                )
             elif task == "grounding":
                 self.grounding.update(preds, [_span(m) for m in metas])
             elif task == "count":
@@ -162,6 +173,8 @@ class TaskMetrics(nn.Module):
             if counts["mcq"]:
                 mcq = self.mcq.compute()
                 out["mcq/acc"], out["mcq/unparsed"] = mcq["acc"], mcq["unparsed"]
+                for key, value in self.mcq_groups.compute().items():
+                    out[f"mcq_acc_{key}" if key.startswith("macro_") else f"mcq_acc/{key}"] = value
             if counts["grounding"]:
                 out.update({f"grounding/{k}": v for k, v in self.grounding.compute().items()})
             if counts["count"]:
@@ -181,7 +194,8 @@ class TaskMetrics(nn.Module):
 
     def metrics(self) -> list[Metric]:
         """The submetrics, in a fixed order (for merging states of two instances)."""
-        return [self.mcq, self.grounding, self.count, self.qa, self.bleu4, self.rouge_l, self.cider, self.seen]
+        metrics = [self.mcq, self.grounding, self.count, self.qa, self.bleu4, self.rouge_l, self.cider]
+        return [*metrics, self.mcq_groups, self.seen]
 
     def merge(self, other: TaskMetrics) -> None:
         """Add the states of ``other`` into this one (what a sync across processes does)."""

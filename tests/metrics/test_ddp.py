@@ -12,15 +12,17 @@ import torch.multiprocessing as mp
 from lightning_viper.metrics import TaskMetrics
 
 OPTIONS = ["red", "green", "blue"]
-# rank 0 gets the captions and an mcq sample; rank 1 only grounding and mcq (its caption states stay empty)
+# rank 0 gets the captions and an mcq sample; rank 1 only grounding and mcq (its caption states stay
+# empty); the mcq groups' accuracy is split over both ranks
 RANK_SAMPLES: list[list[tuple[str, dict]]] = [
     [
-        ("B", {"task": "mcq", "options": OPTIONS, "answer_index": 1}),
+        ("B", {"task": "mcq", "options": OPTIONS, "answer_index": 1, "groups": {"duration": "short"}}),
         ("a cat cat", {"task": "caption", "answer": "a cat"}),
         ("a cat", {"task": "caption", "answer": "a dog"}),
     ],
     [
-        ("banana", {"task": "mcq", "options": OPTIONS, "answer_index": 0}),
+        ("banana", {"task": "mcq", "options": OPTIONS, "answer_index": 0, "groups": {"duration": "long", "task": "x"}}),
+        ("A", {"task": "mcq", "options": OPTIONS, "answer_index": 0, "groups": {"duration": "short", "task": "x"}}),
         ("from 0 to 10 seconds", {"task": "grounding", "span": [5.0, 15.0]}),
     ],
 ]
@@ -52,6 +54,7 @@ def test_two_process_sync_matches_single_process(tmp_path: Path) -> None:
         preds, meta = zip(*samples, strict=True)
         single.update(list(preds), list(meta))
     expected = {k: v.item() for k, v in single.compute().items()}
+    assert expected["mcq_acc/duration/short"] == 1.0 and expected["mcq_acc/task/x"] == 0.5
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert set(got) == set(expected)
