@@ -1,0 +1,77 @@
+"""End to end: `viper pack` a VideoMME-style file, `lightning test` it, find the breakdowns in MLflow."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lightning_viper.cli.main import VideoCLI
+from lightning_viper.data.pack import pack
+from lightning_viper.text.bpe import train_tokenizer
+from tests.data.fixtures import grey_video
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUPS = [
+    ("short", "Counting Problem"),
+    ("short", "OCR Problems"),
+    ("medium", "Counting Problem"),
+    ("long", "OCR Problems"),
+]
+
+
+@pytest.mark.slow
+def test_lightning_test_logs_grouped_accuracy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    media = tmp_path / "videos"
+    media.mkdir()
+    rows = []
+    for i in range(8):
+        (media / f"v{i}.mp4").write_bytes(grey_video(4, size=32))
+        duration, task = GROUPS[i % 4]
+        rows.append(
+            {
+                "videoID": f"v{i}",
+                "question_id": f"{i:03d}-1",
+                "duration": duration,
+                "domain": "Knowledge",
+                "sub_category": "Humanity",
+                "task_type": task,
+                "question": f"What is shown in clip {i}?",
+                "options": ["A. red", "B. green", "C. blue", "D. yellow"],
+                "answer": "ABCD"[i % 4],
+            }
+        )
+    ann = tmp_path / "videomme.json"
+    ann.write_text(json.dumps(rows))
+    root = tmp_path / "shards"
+    assert pack(str(ann), str(media), str(root / "val"), "videomme", workers=1)["num_written"] == 8
+    train_tokenizer([str(ann)], str(root / "tokenizer"), vocab_size=512, min_frequency=1)
+    monkeypatch.setenv("VIPER_SHARDS", str(root))
+    monkeypatch.chdir(tmp_path)
+    VideoCLI(args=["test", "--config", str(ROOT / "recipes/demo_shards.yaml"), "--data.init_args.num_workers=0"])
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "demo-shards"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    logged = run.data.metrics
+    # the expected breakdowns, from the per-sample scores the PredictionWriter wrote
+    scores = [
+        json.loads(line) for line in (tmp_path / "runs/demo_shards/predictions-test.jsonl").read_text().splitlines()
+    ]
+    assert len(scores) == 8
+    by: dict[str, list[float]] = defaultdict(list)
+    for row in scores:
+        duration, task = GROUPS[int(row["key"].split("-")[0]) % 4]
+        by[f"duration/{duration}"].append(row["score"])
+        by[f"task/{task}"].append(row["score"])
+        by["domain/Knowledge"].append(row["score"])
+    expected = {f"test/mcq_acc/{k}": sum(v) / len(v) for k, v in by.items()}
+    tasks = [expected[f"test/mcq_acc/task/{t}"] for t in ("Counting Problem", "OCR Problems")]
+    expected["test/mcq_acc_macro_task"] = sum(tasks) / 2
+    assert {k: v for k, v in logged.items() if k.startswith("test/mcq_acc")} == pytest.approx(
+        expected | {"test/mcq_acc/sub_category/Humanity": expected["test/mcq_acc/domain/Knowledge"]}
+    )
+    assert logged["test/mcq/acc"] == pytest.approx(sum(r["score"] for r in scores) / 8)
