@@ -7,6 +7,8 @@ viper pack    ANNOTATIONS MEDIA_ROOT OUT_DIR FORMAT [--shard_size_mb 256] [--wor
               youcook2, timeviper (docs/data.md)
 viper compare recipes/compare/demo.yaml [--overrides ...]
 viper analyze knockout|attention --config RECIPE --ckpt_path CKPT --out DIR   information-flow analysis
+viper convert timeviper SRC DST [--tokenizer DIR]   a TimeViper checkpoint -> model directory + recipe
+viper export  CKPT DST --recipe RECIPE   a trained checkpoint -> a self-contained model directory
 viper summary [--experiment demo] [--tracking_uri sqlite:///mlflow.db]   latest MLflow run and its test metrics
 viper bench   data | data_memory | prefill | train | breakdown | table RESULTS.json ...
 viper tokenizer '[SHARDS_OR_ANNOTATIONS,...]' OUT_DIR [--vocab_size 8000]   byte-level BPE
@@ -48,10 +50,12 @@ def verbs() -> dict[str, Any]:
     """Verb name -> typed function (or a dict of them with a "_help" line); jsonargparse builds the parsers."""
     from lightning_viper.analysis.command import analyze_attention, analyze_knockout
     from lightning_viper.compare import compare
+    from lightning_viper.convert import convert_timeviper
     from lightning_viper.data.bench import bench_data
     from lightning_viper.data.bench_memory import bench_data_memory
     from lightning_viper.data.pack import pack
     from lightning_viper.data.synth import synth
+    from lightning_viper.export import export
     from lightning_viper.text.bpe import train_tokenizer
     from lightning_viper.tracking.summary import summary
 
@@ -66,6 +70,8 @@ def verbs() -> dict[str, Any]:
         },
         "tokenizer": train_tokenizer,
         "summary": summary,
+        "convert": {"_help": "Convert other projects' checkpoints: timeviper.", "timeviper": convert_timeviper},
+        "export": export,
         "bench": {"_help": BENCH_HELP, "data": bench_data, "data_memory": bench_data_memory, **bench_verbs()},
     }
 
