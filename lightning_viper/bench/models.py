@@ -60,11 +60,6 @@ def strategy_stages(strategy: Strategy, backbone: Backbone) -> list[CompressionS
     raise ValueError(f"unknown strategy {strategy!r}: use 'none', 'transv' or 'uniform_drop'")
 
 
-def stages_of(model: VideoLM) -> list[CompressionStage]:
-    """The model's compression stages, typed."""
-    return [s for s in model.compression if isinstance(s, CompressionStage)]
-
-
 @contextmanager
 def building_on(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     """Create parameters directly on ``device`` in ``dtype`` (no float32 copy on the host)."""
