@@ -18,6 +18,7 @@ from typing import Any
 from lightning_viper.data.adapters.base import (
     BadRow,
     PackRecord,
+    RowAdapter,
     Source,
     convert_rows,
     load_json,
@@ -46,7 +47,9 @@ def _egoschema_sources(path: Path, answers: str | None) -> list[Source]:
     return [Source(path, read_annotations(path), egoschema(table, answers), format="egoschema")]
 
 
-def _plain(adapter: Callable[[Any, int], list[PackRecord]], format: str, by_record: bool = False):
+def _plain(adapter: RowAdapter, format: str, by_record: bool = False) -> Callable[[Path, str | None], list[Source]]:
+    """Sources of a format whose file's rows are its samples' rows (read by :func:`read_annotations`)."""
+
     def sources(path: Path, answers: str | None) -> list[Source]:
         return [Source(path, read_annotations(path), adapter, by_record, format)]
 

@@ -67,15 +67,8 @@ def videomme(row: Any, i: int) -> list[PackRecord]:
     question = need(row, "question", str, "the question text", "videomme")
     options = need(row, "options", (list, tuple), 'a list ["A. ...", ...]', "videomme")
     index = _letter_index(need(row, "answer", str, "the right option's letter", "videomme"), len(options), "videomme")
-    groups = {
-        k: row.get(src)
-        for k, src in (
-            ("duration", "duration"),
-            ("domain", "domain"),
-            ("sub_category", "sub_category"),
-            ("task", "task_type"),
-        )
-    }
+    fields = {"duration": "duration", "domain": "domain", "sub_category": "sub_category", "task": "task_type"}
+    groups = {name: row.get(field) for name, field in fields.items()}
     ann = mcq_annotation("videomme", question, options, index, groups)
     qid = row.get("question_id", f"{vid}_{i}")
     return [PackRecord(record_key(qid, f"{i:07d}"), str(vid), ann)]

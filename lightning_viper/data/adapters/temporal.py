@@ -77,7 +77,9 @@ def _events(pairs: list[tuple[Any, Any]], format: str, field: str) -> list[tuple
     return sorted(events)
 
 
-def dense_caption_record(format: str, vid: str, media: str, duration: Any, events: list[tuple[float, float, str]]):
+def dense_caption_record(
+    format: str, vid: str, media: str, duration: Any, events: list[tuple[float, float, str]]
+) -> PackRecord:
     """The ``caption`` sample of a video's events (a reference line per event)."""
     length = seconds(duration, "duration", format)
     late = [(s, e) for s, e, _ in events if s >= length or e > length + 1.0]
