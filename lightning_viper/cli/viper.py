@@ -8,7 +8,7 @@ viper pack    ANNOTATIONS MEDIA_ROOT OUT_DIR FORMAT [--shard_size_mb 256] [--wor
 viper compare recipes/compare/demo.yaml [--overrides ...]
 viper analyze knockout|attention --config RECIPE --ckpt_path CKPT --out DIR   information-flow analysis
 viper convert timeviper SRC DST [--tokenizer DIR]   a TimeViper checkpoint -> model directory + recipe
-viper export  CKPT DST --recipe RECIPE   a trained checkpoint -> a self-contained model directory
+viper export  CKPT DST RECIPE [--overrides '[...]']   a trained checkpoint -> a self-contained model directory
 viper summary [--experiment demo] [--tracking_uri sqlite:///mlflow.db]   latest MLflow run and its test metrics
 viper bench   data | data_memory | prefill | train | breakdown | table RESULTS.json ...
 viper tokenizer '[SHARDS_OR_ANNOTATIONS,...]' OUT_DIR [--vocab_size 8000]   byte-level BPE

@@ -1,4 +1,4 @@
-"""``viper export CKPT DST --recipe R``: a trained Lightning checkpoint -> an exported directory.
+"""``viper export CKPT DST RECIPE``: a trained Lightning checkpoint -> an exported directory.
 
 The recipe (the one the checkpoint was trained with, same overrides) says how the model is built;
 its parts that read local checkpoints (a vision tower ``path``, ``load_nemotron_h(path)``) are
