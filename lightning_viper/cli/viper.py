@@ -5,7 +5,7 @@ viper pack    ANNOTATIONS MEDIA_ROOT OUT_DIR FORMAT [--shard_size_mb 256] [--wor
               [--check true] [--limit N] [--answers FILE]   real data -> shards; FORMAT: llava_video,
               videomme, mlvu, longvideobench, lvbench, egoschema, charades, activitynet_captions,
               youcook2, timeviper (docs/data.md)
-viper compare recipes/compare/demo.yaml [--overrides ...]
+viper compare recipes/compare/demo.yaml [--override key=value ...] [--ckpt_path CKPT] [-- ARGS...]
 viper analyze knockout|attention --config RECIPE --ckpt_path CKPT --out DIR   information-flow analysis
 viper convert timeviper SRC DST [--tokenizer DIR]   a TimeViper checkpoint -> model directory + recipe
 viper export  CKPT DST RECIPE [--overrides '[...]']   a trained checkpoint -> a self-contained model directory
@@ -83,8 +83,9 @@ def main(args: list[str] | None = None) -> None:
 
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     from lightning_viper.analysis.command import cli_args  # `viper analyze ... --config RECIPE`
+    from lightning_viper.compare.cli import compare_args  # `viper compare SPEC --override k=v`, `-- ARGS`
 
-    argv = cli_args(sys.argv[1:] if args is None else args)
+    argv = compare_args(cli_args(sys.argv[1:] if args is None else args))
     result = auto_cli(verbs(), args=argv, as_positional=True, parser_class=PlainParser, description=DESCRIPTION)
     if isinstance(result, str):  # text meant for reading (viper summary, viper bench table)
         print(result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ SCORES = [
 TOKENS_IN, TOKENS_FINAL = "test/eff/vision_tokens", "test/eff/vision_tokens_final"
 PREFILL, MEMORY = "test/eff/prefill_ms", "test/eff/peak_mem_mb"
 PARAMS_ADDED = "model/params_compression"
+LAYER_MEAN, GFLOPS = "test/eff/vision_mean_per_layer", "test/eff/gflops_prefill"  # compare/budget.py
+PROFILE = "profile"  # the per-layer vision-token counts, as text
+# budget columns, shown when some run logged them (after "kept")
+BUDGET = [
+    (PROFILE, "vision tokens by layer"),
+    (LAYER_MEAN, "vision tokens per layer (mean)"),
+    (GFLOPS, "prefill GFLOPs/sample"),
+]
+_PER_LAYER = re.compile(r"^test/eff/vision_L(\d+)$")
 EFFICIENCY = [
     (TOKENS_IN, "vision tokens in"),
     (TOKENS_FINAL, "vision tokens at last layer"),
@@ -40,6 +50,29 @@ class Row:
     seeds: list[int]
     values: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     strategy: str = ""
+    profile: str = ""  # vision tokens by layer, e.g. "32 → 16 @L1 → 3 @L5"
+
+
+def layer_profile(per_layer: Sequence[float]) -> str:
+    """Counts per layer as the first count and each change with the layer it starts at."""
+    if not per_layer:
+        return ""
+    text = [f"{per_layer[0]:g}"]
+    for layer in range(1, len(per_layer)):
+        if per_layer[layer] != per_layer[layer - 1]:
+            text.append(f"{per_layer[layer]:g} @L{layer}")
+    return " → ".join(text)
+
+
+def _profile(records: Sequence[RunRecord]) -> str:
+    layers: dict[int, list[float]] = {}
+    for rec in records:
+        for key, value in rec.metrics.items():
+            if m := _PER_LAYER.match(key):
+                layers.setdefault(int(m.group(1)), []).append(value)
+    if not layers:
+        return ""
+    return layer_profile([round(statistics.fmean(layers[i]), 1) for i in range(max(layers) + 1) if i in layers])
 
 
 def _frames_order(frames: str) -> tuple[int, float | str]:
@@ -64,7 +97,8 @@ def aggregate(records: Sequence[RunRecord], order: Sequence[str] = ()) -> list[R
     for variant, frames in keys:
         recs = sorted(groups[(variant, frames)], key=lambda r: r.seed)
         row = Row(variant, frames, [r.seed for r in recs], strategy=recs[0].strategy)
-        wanted = [k for k, _ in SCORES] + [TOKENS_IN, TOKENS_FINAL, PREFILL, MEMORY]
+        row.profile = _profile(recs)
+        wanted = [k for k, _ in SCORES] + [TOKENS_IN, TOKENS_FINAL, PREFILL, MEMORY, LAYER_MEAN, GFLOPS]
         for key in wanted:
             vals = [r.metrics[key] for r in recs if key in r.metrics]
             if vals:
@@ -88,6 +122,8 @@ def _fmt(key: str, value: tuple[float, float | None] | None) -> str:
     mean, std = value
     if key == PARAMS_ADDED:
         return f"{round(mean):,}"
+    if key == GFLOPS:
+        return f"{mean:.4g}" if not std else f"{mean:.4g} ± {std:.2g}"
     digits = 3 if (key.startswith("test/") and "/eff/" not in key) or key == "kept" else 1
     if key == MEMORY:
         digits = 0
@@ -99,11 +135,13 @@ def table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     """Header and cell strings; score columns only for scores some run logged."""
     scores = [(k, t) for k, t in SCORES if any(k in r.values for r in rows)]
     sweep = len({r.frames for r in rows}) > 1 or any(r.frames != "recipe" for r in rows)
-    header = ["strategy", *(["frames"] if sweep else []), "seeds", *(t for _, t in scores), *(t for _, t in EFFICIENCY)]
+    budget = [(k, t) for k, t in BUDGET if any(r.profile if k == PROFILE else k in r.values for r in rows)]
+    columns = scores + EFFICIENCY[:3] + budget + EFFICIENCY[3:]
+    header = ["strategy", *(["frames"] if sweep else []), "seeds", *(t for _, t in columns)]
     body = []
     for r in rows:
         cells = [r.variant, *([r.frames] if sweep else []), str(len(r.seeds))]
-        cells += [_fmt(k, r.values.get(k)) for k, _ in scores + EFFICIENCY]
+        cells += [(r.profile or "–") if k == PROFILE else _fmt(k, r.values.get(k)) for k, _ in columns]
         body.append(cells)
     return header, body
 
@@ -148,5 +186,9 @@ _NOTES = [
     "Scores are test-set means over seeds (± sample std when several seeds ran). Vision tokens are per "
     "sample; 'kept' is the tokens reaching the last layer over the most tokens entering the LLM among "
     "strategies at the same frame count. Prefill is wall time per sample; peak memory is CUDA peak "
-    "allocation on GPU, the process's peak RSS on CPU. 'params added' counts compression-stage parameters."
+    "allocation on GPU, the process's peak RSS on CPU. 'params added' counts compression-stage parameters.",
+    "Budget (when logged): 'vision tokens by layer' is the count entering the LLM, then each change with "
+    "the layer it starts at (from the backbone's stage records); the per-layer mean averages it over all "
+    "layers; prefill GFLOPs (lightning_viper.bench.flops: matrix work of encoder, projector, every layer "
+    "at its measured length, and the stages' scoring/transfer) is per sample, to the first token.",
 ]

@@ -6,12 +6,18 @@ experiment: compare-demo                 # MLflow experiment (default: compare-<
 tracking_uri: sqlite:///mlflow.db        # default: the base recipe's logger, else sqlite:///mlflow.db
 seeds: [0, 1]
 frames: {key: data.init_args.num_frames, values: [8, 16]}   # optional sweep
-overrides: ["--trainer.max_steps=100"]   # optional, applied to every run
+overrides: ["--trainer.max_steps=100"]   # optional, applied to every run (the leading -- may be left out)
+train: true                              # false: evaluation only, every strategy tested on one checkpoint
+checkpoint: runs/x/last.ckpt             # with train: false; omitted: the base recipe is fitted once first
 strategies:
   - name: transv_uniform
     compression:                         # list of class_path/init_args stages ([] = none)
       - {class_path: lightning_viper.compression.TransV, init_args: {layer: 1, keep: 0.5}}
     projector: {class_path: ..., init_args: {...}}   # optional projector override
+
+With ``train: false`` (or ``viper compare SPEC --ckpt_path CKPT``) no strategy is trained: each one
+is a ``lightning test`` of the same weights (encoder, projector and backbone from the checkpoint;
+compression stages fresh, so TransV starts at alpha = 0) with the strategy's projector and stages.
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 @dataclass(frozen=True)
 class Strategy:
-    """One compression strategy: LLM stages (class_path/init_args dicts) and an optional projector."""
+    """One compression strategy: LLM stages (class_path/init_args dicts; None keeps the recipe's) and
+    an optional projector."""
 
     name: str
-    compression: list[dict[str, Any]] = field(default_factory=list)
+    compression: list[dict[str, Any]] | None = field(default_factory=list)
     projector: dict[str, Any] | None = None
 
 
@@ -68,11 +75,21 @@ class CompareSpec:
     frames: list[int] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
     base_config: dict[str, Any] = field(default_factory=dict)
+    train: bool = True
+    checkpoint: Path | None = None
 
     def variants(self) -> list[Variant]:
         """All runs, strategy-major (each strategy's seeds and frame counts together)."""
         frames: list[int | None] = list(self.frames) if self.frames else [None]
         return [Variant(s, seed, f) for s in self.strategies for f in frames for seed in self.seeds]
+
+
+def cli_override(arg: str) -> str:
+    """``trainer.max_steps=5`` or ``--trainer.max_steps=5`` -> ``--trainer.max_steps=5``."""
+    arg = arg.strip()
+    if not arg.lstrip("-") or "=" not in arg:
+        raise ValueError(f"override {arg!r} must look like key=value, e.g. trainer.max_steps=5")
+    return arg if arg.startswith("--") else f"--{arg}"
 
 
 def _require(cond: bool, path: Path, message: str) -> None:
@@ -130,7 +147,8 @@ def load_spec(path: str | Path) -> CompareSpec:
         raise FileNotFoundError(f"comparison file {p} does not exist")
     raw = yaml.safe_load(p.read_text()) or {}
     _require(isinstance(raw, dict), p, "expected a mapping at the top level")
-    known = {"name", "base", "experiment", "tracking_uri", "seeds", "frames", "overrides", "strategies"}
+    known = {"name", "base", "experiment", "tracking_uri", "seeds", "frames", "overrides", "strategies", "train"}
+    known |= {"checkpoint"}
     _require(not set(raw) - known, p, f"unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     _require("base" in raw, p, "missing 'base' (the recipe every strategy starts from)")
     name = str(raw.get("name") or p.stem)
@@ -163,7 +181,14 @@ def load_spec(path: str | Path) -> CompareSpec:
         )
         frames_key, frames = str(frames_cfg["key"]), [int(v) for v in frames_cfg["values"]]
         _require(bool(frames), p, "frames.values is empty")
-    overrides = [str(o) for o in raw.get("overrides") or []]
+    try:
+        overrides = [cli_override(str(o)) for o in raw.get("overrides") or []]
+    except ValueError as error:
+        raise ValueError(f"{p}: overrides: {error}") from None
+    train = raw.get("train", True)
+    _require(isinstance(train, bool), p, f"train must be true or false, got {train!r}")
+    checkpoint = raw.get("checkpoint")
+    _require(checkpoint is None or not train, p, "checkpoint is only read with train: false (evaluation only)")
     uri = raw.get("tracking_uri") or _logger_tracking_uri(base_config) or DEFAULT_TRACKING_URI
     return CompareSpec(
         name=name,
@@ -176,4 +201,6 @@ def load_spec(path: str | Path) -> CompareSpec:
         frames=frames,
         overrides=overrides,
         base_config=base_config,
+        train=train,
+        checkpoint=Path(str(checkpoint)).expanduser().resolve() if checkpoint else None,
     )

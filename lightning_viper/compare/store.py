@@ -67,6 +67,10 @@ class CompareStore:
         """The newest finished run with test metrics for this variant, if any."""
         return next((r for r in self.runs_of(variant, seed, frames) if is_complete(r)), None)
 
+    def runs_with_role(self, role: str) -> list[Run]:
+        """Runs tagged ``compare.role = role`` (e.g. the one fit of an evaluation-only comparison), newest first."""
+        return self._search(f"tags.`{TAG_ROLE}` = '{role}'")
+
     def mark_stale(self, run: Run) -> None:
         """Tag an unfinished run as superseded, so reports and resumes ignore it."""
         self.client.set_tag(run.info.run_id, TAG_STALE, "true")

@@ -39,7 +39,9 @@ def test_patch_isolates_each_run(spec_file: Path, tmp_path: Path) -> None:
     assert logger["init_args"]["tags"] == {
         "owner": "me", "compare": "tiny", "variant": "transv", "seed": "1", "frames": "8", "mlflow.parentRunId": "p123",
     }  # fmt: skip
-    ckpt, lr_monitor = patch["trainer"]["callbacks"]
+    ckpt, lr_monitor, budget = patch["trainer"]["callbacks"]
+    assert budget == {"class_path": "lightning_viper.compare.budget.BudgetLogger"}
+    assert "init_from" not in patch["model"]["init_args"]  # trained comparisons load nothing
     assert ckpt["init_args"] == {
         "dirpath": str(tmp_path / "run" / "checkpoints"),
         "monitor": "val/loss",
