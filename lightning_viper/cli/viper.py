@@ -3,7 +3,7 @@
 viper synth   OUT_DIR [--num_samples ...]     synthetic long-video shards
 viper pack    ANNOTATIONS MEDIA_ROOT OUT_DIR FORMAT [--shard_size_mb 256] [--workers 4] [--prefix shard]
               [--check true] [--limit N] [--answers FILE]   real data -> shards; FORMAT: llava_video,
-              videomme, mlvu, longvideobench, lvbench, egoschema, charades, activitynet_captions,
+              videomme, mlvu, longvideobench[_subtitles], lvbench, egoschema, charades, activitynet_captions,
               youcook2, timeviper (docs/data.md)
 viper compare recipes/compare/demo.yaml [--override key=value ...] [--ckpt_path CKPT] [-- ARGS...]
 viper analyze knockout|attention --config RECIPE --ckpt_path CKPT --out DIR   information-flow analysis

@@ -156,6 +156,7 @@ def pack(
         "charades",
         "mlvu",
         "longvideobench",
+        "longvideobench_subtitles",
         "lvbench",
         "egoschema",
         "activitynet_captions",

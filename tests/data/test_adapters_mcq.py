@@ -240,3 +240,36 @@ def test_unknown_format_lists_every_format(tmp_path: Path) -> None:
     ann.write_text("[]")
     with pytest.raises(ValueError, match=r"egoschema.*lvbench.*mlvu"):
         load_records(ann, "kinetics")
+
+
+def test_longvideobench_with_subtitles(tmp_path: Path) -> None:
+    release = tmp_path / "LongVideoBench"
+    (release / "subtitles").mkdir(parents=True)
+    row = {
+        "id": "q0",
+        "video_path": "vid0.mp4",
+        "question": "What does the host say first?",
+        "candidates": ["hello", "bye"],
+        "correct_choice": 0,
+        "duration_group": 60,
+        "question_category": "S2E",
+        "subtitle_path": "vid0_en.json",
+        "starting_timestamp_for_subtitles": 10.0,
+    }
+    (release / "subtitles" / "vid0_en.json").write_text(
+        json.dumps(
+            [
+                {"start": "00:00:14.500", "end": "00:00:16.000", "line": "and goodbye"},
+                {"start": "00:00:11.000", "end": "00:00:12.000", "line": "hello everyone"},
+            ]
+        )
+    )
+    missing = row | {"id": "q1", "subtitle_path": "nope.json"}
+    (release / "lvb_val.json").write_text(json.dumps([row, missing]))
+    records, bad = load_records(release / "lvb_val.json", "longvideobench_subtitles")
+    assert records[0].annotation["question"] == (
+        "Subtitles:\n[1.0 s] hello everyone\n[4.5 s] and goodbye\nWhat does the host say first?"
+    )
+    assert bad[0]["id"] == "q1" and "nope.json' does not exist" in bad[0]["reason"]
+    plain, _ = load_records(release / "lvb_val.json", "longvideobench")
+    assert plain[0].annotation["question"] == "What does the host say first?"  # subtitles only when asked

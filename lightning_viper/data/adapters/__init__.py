@@ -1,8 +1,9 @@
 """Annotation adapters: public data set schemas -> shard records (media file + our JSON).
 
 One module per family: :mod:`.conversation` (``llava_video``), :mod:`.mcq` (``videomme``,
-``mlvu``, ``longvideobench``, ``lvbench``, ``egoschema``), :mod:`.temporal` (``charades``,
-``activitynet_captions``, ``youcook2``) and :mod:`.timeviper` (TimeViper's dataset-list YAML).
+``mlvu``, ``longvideobench``, ``longvideobench_subtitles``, ``lvbench``, ``egoschema``),
+:mod:`.temporal` (``charades``, ``activitynet_captions``, ``youcook2``) and :mod:`.timeviper`
+(TimeViper's dataset-list YAML).
 Each module's docstring says which release and file its layout follows.
 
 A malformed row (a missing or mistyped field, an answer that names no option, ...) is skipped and
@@ -62,7 +63,10 @@ FORMATS: dict[str, Callable[[Path, str | None], list[Source]]] = {
     "videomme": _plain(videomme, "videomme"),
     "charades": _plain(charades, "charades", by_record=True),
     "mlvu": _mlvu_sources,
-    "longvideobench": _plain(longvideobench, "longvideobench"),
+    "longvideobench": _plain(longvideobench(), "longvideobench"),
+    "longvideobench_subtitles": lambda p, a: [
+        Source(p, read_annotations(p), longvideobench(p.parent / "subtitles"), format="longvideobench")
+    ],
     "lvbench": lambda p, a: [Source(p, lvbench_rows(read_annotations(p)), lvbench, format="lvbench")],
     "egoschema": _egoschema_sources,
     "activitynet_captions": _plain(activitynet_captions, "activitynet_captions"),

@@ -12,7 +12,8 @@ breakdowns group by (``groups``: ``duration`` bucket, ``task`` type) carried alo
 * ``longvideobench``: LongVideoBench ``lvb_val.json`` rows ``{id, video_path, question, candidates,
   correct_choice: index, duration_group: 15|60|600|3600, question_category, duration,
   subtitle_path?}``; media ``<video_path>``. ``lvb_test_wo_gt.json`` has no answers: its rows are
-  reported as bad rows.
+  reported as bad rows. ``longvideobench_subtitles`` also puts the video's subtitles (from the
+  ``subtitles/`` folder next to the json, as in the release) before the question.
 * ``lvbench``: LVBench ``video_info.meta.jsonl``, one line per video ``{key, qa: [{uid, question:
   "text\\n(A) ...\\n(B) ...", answer: "C", question_type: [..], time_reference: "00:15-00:19"}]}``;
   each question is a row (:func:`lvbench_rows`); media ``<key>``. ``question_type`` is a list: a
@@ -34,11 +35,14 @@ from lightning_viper.data.adapters.base import (
     PackRecord,
     RowAdapter,
     as_object,
+    load_json,
     mcq_annotation,
     need,
     record_key,
+    seconds,
 )
 from lightning_viper.data.sample import OPTION_LETTERS
+from lightning_viper.metrics.parsing import parse_time
 
 _LVBENCH_OPTION = re.compile(r"^\(([A-Z])\)\s*(.*)$")
 
@@ -104,19 +108,55 @@ def mlvu(folder: str) -> RowAdapter:
     return adapt
 
 
-def longvideobench(row: Any, i: int) -> list[PackRecord]:
-    row = as_object(row, "longvideobench")
-    video = need(row, "video_path", str, "the video file, e.g. 86CxyhFV9MI.mp4", "longvideobench")
-    question = need(row, "question", str, "the question text", "longvideobench")
-    candidates = need(row, "candidates", list, "the option texts", "longvideobench")
-    if row.get("correct_choice") is None:
-        raise BadRow(
-            "longvideobench row has no 'correct_choice' (lvb_test_wo_gt.json has no answers: pack lvb_val.json)"
-        )
-    index = _letter_index(row["correct_choice"], len(candidates), "longvideobench", "correct_choice")
-    groups = {"duration": row.get("duration_group"), "task": row.get("question_category")}
-    ann = mcq_annotation("longvideobench", question, candidates, index, groups)
-    return [PackRecord(record_key("lvb", row.get("id", Path(video).stem), f"{i:07d}"), video, ann)]
+def longvideobench(subtitles: Path | None = None) -> RowAdapter:
+    """The LongVideoBench adapter; with ``subtitles`` (the release's ``subtitles/`` folder) each
+    question is preceded by its video's subtitles (``longvideobench_subtitles``)."""
+
+    def adapt(row: Any, i: int) -> list[PackRecord]:
+        row = as_object(row, "longvideobench")
+        video = need(row, "video_path", str, "the video file, e.g. 86CxyhFV9MI.mp4", "longvideobench")
+        question = need(row, "question", str, "the question text", "longvideobench")
+        candidates = need(row, "candidates", list, "the option texts", "longvideobench")
+        if row.get("correct_choice") is None:
+            raise BadRow(
+                "longvideobench row has no 'correct_choice' (lvb_test_wo_gt.json has no answers: pack lvb_val.json)"
+            )
+        index = _letter_index(row["correct_choice"], len(candidates), "longvideobench", "correct_choice")
+        if subtitles is not None:
+            name = need(row, "subtitle_path", str, "the subtitle file under subtitles/", "longvideobench")
+            offset = seconds(
+                row.get("starting_timestamp_for_subtitles", 0), "starting_timestamp_for_subtitles", "longvideobench"
+            )
+            text = subtitle_text(subtitles / name, offset)
+            question = f"Subtitles:\n{text}\n{question}" if text else question
+        groups = {"duration": row.get("duration_group"), "task": row.get("question_category")}
+        ann = mcq_annotation("longvideobench", question, candidates, index, groups)
+        return [PackRecord(record_key("lvb", row.get("id", Path(video).stem), f"{i:07d}"), video, ann)]
+
+    return adapt
+
+
+def subtitle_text(path: Path, offset: float) -> str:
+    """LongVideoBench subtitles (``[{start: "00:00:01.5", end, line}]`` or ``[{timestamp: [s, e],
+    text}]``) as ``[12.0 s] text`` lines in time order, times from the video start (``offset``:
+    the video's start in the subtitles' clock)."""
+    if not path.is_file():
+        raise BadRow(f"longvideobench subtitle file {str(path)!r} does not exist")
+    entries = load_json(path)
+    if not isinstance(entries, list):
+        raise BadRow(f"longvideobench subtitle file {str(path)!r} is not a list of subtitles")
+    lines = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not ("timestamp" in entry or "start" in entry):
+            raise BadRow(f"{path} subtitle {n} needs 'start' + 'line' or 'timestamp' + 'text'")
+        try:
+            start = float(entry["timestamp"][0]) if "timestamp" in entry else parse_time(str(entry["start"]))
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise BadRow(f"{path} subtitle {n} has no readable start time") from None
+        text = str(entry.get("text", entry.get("line", ""))).strip()
+        if text:
+            lines.append((max(0.0, start - offset), text))
+    return "\n".join(f"[{start:.1f} s] {text}" for start, text in sorted(lines))
 
 
 def lvbench_rows(videos: list[Any]) -> list[Any]:
