@@ -144,6 +144,7 @@ def test_the_module_door_serves_viper_benchs_verbs() -> None:
         parse(["train", "{frames: 2}"], bench_verbs())
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch, transformers and Lightning
 def test_the_module_door_needs_no_jsonargparse_or_pyav() -> None:
     import subprocess
     import sys
