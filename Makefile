@@ -6,6 +6,7 @@
 # torch: an installed torch is reused; only when none is present is $(TORCH) installed.
 
 TORCH ?= torch==2.13.0
+LMMS_EVAL ?= lmms-eval==0.7.3
 ifdef VIRTUAL_ENV
 VENV := $(VIRTUAL_ENV)
 else
@@ -23,7 +24,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null && echo "reusing torch $$($(PY) -c 'import torch; print(torch.__version__)')" \
 		|| $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,eval]"
+	$(PY) -m pip install -q --no-deps "$(LMMS_EVAL)"  # no deps: docs/evaluation.md, "Install"
 	@touch $(STAMP)
 
 demo: install
