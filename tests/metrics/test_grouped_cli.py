@@ -1,4 +1,5 @@
-"""End to end: `viper pack` a VideoMME-style file, `lightning test` it, find the breakdowns in MLflow."""
+"""End to end: `viper pack` a VideoMME-style file, `lightning test` it (the model's answers fixed, so the
+right ones are known), find the breakdowns in MLflow."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from lightning_viper.cli.main import VideoCLI
 from lightning_viper.data.pack import pack
+from lightning_viper.module import VideoLM
 from lightning_viper.text.bpe import train_tokenizer
 from tests.data.fixtures import grey_video
 
@@ -51,6 +53,9 @@ def test_lightning_test_logs_grouped_accuracy(tmp_path: Path, monkeypatch: pytes
     train_tokenizer([str(ann)], str(root / "tokenizer"), vocab_size=512, min_frequency=1)
     monkeypatch.setenv("VIPER_SHARDS", str(root))
     monkeypatch.chdir(tmp_path)
+    # the model always answers "A", so which samples are right is known by hand: clips 0 and 4
+    # (answer A; groups short + Counting Problem); everything else is wrong
+    monkeypatch.setattr(VideoLM, "generate", lambda self, batch: (["A"] * batch.batch_size, {}))
     VideoCLI(args=["test", "--config", str(ROOT / "recipes/demo_shards.yaml"), "--data.init_args.num_workers=0"])
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -74,4 +79,16 @@ def test_lightning_test_logs_grouped_accuracy(tmp_path: Path, monkeypatch: pytes
     assert {k: v for k, v in logged.items() if k.startswith("test/mcq_acc")} == pytest.approx(
         expected | {"test/mcq_acc/sub_category/Humanity": expected["test/mcq_acc/domain/Knowledge"]}
     )
-    assert logged["test/mcq/acc"] == pytest.approx(sum(r["score"] for r in scores) / 8)
+    assert logged["test/mcq/acc"] == pytest.approx(sum(r["score"] for r in scores) / 8) == pytest.approx(2 / 8)
+    by_hand = {
+        "duration/short": 2 / 4,  # clips 0, 1, 4, 5
+        "duration/medium": 0 / 2,
+        "duration/long": 0 / 2,
+        "task/Counting Problem": 2 / 4,  # clips 0, 2, 4, 6
+        "task/OCR Problems": 0 / 4,
+        "domain/Knowledge": 2 / 8,
+        "sub_category/Humanity": 2 / 8,
+    }
+    assert {k: v for k, v in logged.items() if k.startswith("test/mcq_acc")} == pytest.approx(
+        {f"test/mcq_acc/{k}": v for k, v in by_hand.items()} | {"test/mcq_acc_macro_task": (2 / 4 + 0) / 2}
+    )
