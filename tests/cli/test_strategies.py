@@ -68,3 +68,32 @@ def test_bad_stage_layer_is_rejected_naming_the_stage(demo_cli: Callable[..., Vi
     ]
     with pytest.raises((ValueError, SystemExit), match="TokenDrop"):
         demo_cli("fit", f"--model.init_args.compression={json.dumps(stages)}", "--trainer.fast_dev_run=true")
+
+
+def test_temporal_merge_trains_and_tests(demo_cli: Callable[..., VideoCLI]) -> None:
+    """TemporalMerge on the projector's tokens (ToMe: 4 per frame): the content decides how many stay."""
+    stages = [
+        {
+            "class_path": "lightning_viper.compression.TemporalMerge",
+            "init_args": {"layer": 0, "threshold": 0.5, "tokens_per_frame": 4},
+        },
+        {"class_path": "lightning_viper.compression.TokenDrop", "init_args": {"layer": 2, "keep": 0.25}},
+    ]
+    override = f"--model.init_args.compression={json.dumps(stages)}"
+    assert demo_cli("fit", override, "--trainer.fast_dev_run=true").trainer.global_step == 1
+    metrics = demo_cli("test", override, "--trainer.fast_dev_run=true").trainer.callback_metrics
+    before, after = metrics["test/eff/stage0_L0_vision_before"], metrics["test/eff/stage0_L0_vision_after"]
+    assert float(before) == 32  # 8 frames x 4 tokens
+    assert 4 <= float(after) < 32  # the first frame is never merged away; repeats in a static video are
+    assert float(metrics["test/eff/vision_tokens_final"]) <= 8  # then 25% of the original 32 at most
+
+
+def test_visionzip_projector_trains_and_tests(demo_cli: Callable[..., VideoCLI]) -> None:
+    projector = {
+        "class_path": "lightning_viper.projectors.VisionZipProjector",
+        "init_args": {"dominant": 3, "contextual": 2},
+    }
+    override = f"--model.init_args.projector={json.dumps(projector)}"
+    assert demo_cli("fit", override, "--trainer.fast_dev_run=true").trainer.global_step == 1
+    metrics = demo_cli("test", override, "--trainer.fast_dev_run=true").trainer.callback_metrics
+    assert float(metrics["test/eff/vision_tokens"]) == 8 * 5  # 8 frames x (3 dominant + 2 contextual)
