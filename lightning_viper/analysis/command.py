@@ -171,7 +171,7 @@ def analyze_attention(
         _write_json(data, out_dir / "attention.json"),
         share_plot(layers, f"{loaded.recipe}: where text queries take from", out_dir / "shares.png"),
     ]
-    if capture.kinds is not None and capture.matrices:
+    if capture.matrices:
         files.append(heatmap_plot(capture.matrices, labels, capture.kinds, out_dir / "heads.png"))
     metrics: list[tuple[dict[str, float], int | None]] = [({f"heads/{c}": float(n) for c, n in counts.items()}, None)]
     for lay in layers:

@@ -177,7 +177,7 @@ class HeadCapture:
     def __init__(self, heads: dict[int, list[int]]) -> None:
         self.heads = heads  # layer -> heads
         self.matrices: dict[tuple[int, int], Tensor] = {}
-        self.kinds: Tensor | None = None
+        self.kinds: dict[int, Tensor] = {}  # layer -> (T,) token kinds of row 0 there
 
     def __call__(self, index: int, mixer: nn.Module, x: Tensor, state: SequenceState) -> Tensor:
         heads, t = self.heads.get(index, []), state.length
@@ -189,7 +189,7 @@ class HeadCapture:
             full = torch.cat(pieces, 1)  # (len(heads), T, T)
             for i, h in enumerate(heads):
                 self.matrices[(index, h)] = full[i]
-        self.kinds = state.kind[0].cpu()
+        self.kinds[index] = state.kind[0].cpu()
         out: Tensor = mixer(x, state.mask, state.segment, None, state.position)
         return out
 

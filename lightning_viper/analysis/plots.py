@@ -77,14 +77,18 @@ def _pooled(m: Tensor) -> Tensor:
 
 
 def heatmap_plot(
-    matrices: Mapping[tuple[int, int], Tensor], labels: Mapping[tuple[int, int], str], kinds: Tensor, out: Path
+    matrices: Mapping[tuple[int, int], Tensor],
+    labels: Mapping[tuple[int, int], str],
+    kinds: Mapping[int, Tensor],
+    out: Path,
 ) -> Path:
-    """|W| row-normalised (log colour scale) of chosen heads; vision span marked on both axes."""
+    """|W| row-normalised (log colour scale) of chosen (layer, head)s; the layer's vision span
+    (``kinds``: layer -> (T,) token kinds) marked on both axes."""
     keys = list(matrices)
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.6), squeeze=False)
-    vision = (kinds == TokenKind.VISION).nonzero().flatten()
-    scale = min(1.0, MAX_PIXELS / max(1, int(kinds.shape[0])))
     for ax, key in zip(axes[0], keys, strict=True):
+        vision = (kinds[key[0]] == TokenKind.VISION).nonzero().flatten()
+        scale = min(1.0, MAX_PIXELS / max(1, int(kinds[key[0]].shape[0])))
         a = matrices[key].abs()
         a = a / a.sum(-1, keepdim=True).clamp(min=1e-30)
         img = _pooled(a).clamp(min=1e-6).log10()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from lightning_viper.analysis.knockout import measure, mixer_layers
+from lightning_viper.analysis.load import eval_batches, load
+from lightning_viper.analysis.mixers import Knockout
 from lightning_viper.cli.main import VideoCLI
 from lightning_viper.cli.viper import main
 from tests.cli.conftest import DEMO, write_overlay
@@ -64,6 +68,21 @@ def test_attention_writes_maps_shares_and_classes(trained: tuple[Path, Path, Pat
         assert (out / name).stat().st_size > 1000
     _, files = _run_files(trained[2], "demo-analyze-attention")
     assert "analysis/attention.json" in files
+
+
+def test_blocking_every_vision_edge_everywhere_makes_the_answers_independent_of_the_video(
+    trained: tuple[Path, Path, Path],
+) -> None:
+    overlay, ckpt, _ = trained
+    loaded = load(str(DEMO), str(ckpt), ["--config", str(overlay)], device="cpu")
+    batches = eval_batches(loaded.datamodule, "test", 4)
+    other = [replace(b, frames=b.frames.flip(0)) for b in batches]  # other frames, same text
+    everywhere = {i: Knockout("V2T") for i in mixer_layers(loaded.model)}
+    free = measure(loaded.model, batches, None), measure(loaded.model, other, None)
+    cut = measure(loaded.model, batches, everywhere), measure(loaded.model, other, everywhere)
+    assert abs(free[0].loss - free[1].loss) > 1e-4  # the video matters to the trained model
+    assert abs(cut[0].loss - cut[1].loss) < 1e-5
+    assert cut[0].score == cut[1].score
 
 
 def test_a_missing_checkpoint_is_named(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
