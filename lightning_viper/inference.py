@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -258,7 +259,9 @@ def load_inference(
         raise InferenceError(f"recipe {str(recipe)!r} does not exist: pass --config RECIPE.yaml")
     args = [*overrides, *compression_override(compression), "--model.init_args.init_from=null"]
     try:
-        config = parse_recipe(recipe, *args)
+        with warnings.catch_warnings():  # parse_recipe passes args on purpose; argv belongs to the caller
+            warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+            config = parse_recipe(recipe, *args)
     except SystemExit as error:  # jsonargparse has already printed what is wrong with the recipe
         raise InferenceError(f"recipe {recipe} (with {list(args)}) does not parse: see the message above") from error
     path = resolve_checkpoint(config, ckpt_path)

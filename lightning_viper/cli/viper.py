@@ -9,6 +9,7 @@ viper compare recipes/compare/demo.yaml [--override key=value ...] [--ckpt_path 
 viper analyze knockout|attention --config RECIPE --ckpt_path CKPT --out DIR   information-flow analysis
 viper convert timeviper SRC DST [--tokenizer DIR]   a TimeViper checkpoint -> model directory + recipe
 viper export  CKPT DST RECIPE [--overrides '[...]']   a trained checkpoint -> a self-contained model directory
+viper ask     --config RECIPE --ckpt_path CKPT VIDEO QUESTION   an answer, its frames, tokens and times
 viper summary [--experiment demo] [--tracking_uri sqlite:///mlflow.db]   latest MLflow run and its test metrics
 viper bench   data | data_memory | prefill | train | breakdown | table RESULTS.json ...
 viper tokenizer '[SHARDS_OR_ANNOTATIONS,...]' OUT_DIR [--vocab_size 8000]   byte-level BPE
@@ -49,6 +50,7 @@ def bench_verbs() -> dict[str, Any]:
 def verbs() -> dict[str, Any]:
     """Verb name -> typed function (or a dict of them with a "_help" line); jsonargparse builds the parsers."""
     from lightning_viper.analysis.command import analyze_attention, analyze_knockout
+    from lightning_viper.cli.ask import ask
     from lightning_viper.compare import compare
     from lightning_viper.convert import convert_timeviper
     from lightning_viper.data.bench import bench_data
@@ -72,6 +74,7 @@ def verbs() -> dict[str, Any]:
         "summary": summary,
         "convert": {"_help": "Convert other projects' checkpoints: timeviper.", "timeviper": convert_timeviper},
         "export": export,
+        "ask": ask,
         "bench": {"_help": BENCH_HELP, "data": bench_data, "data_memory": bench_data_memory, **bench_verbs()},
     }
 
@@ -83,9 +86,10 @@ def main(args: list[str] | None = None) -> None:
 
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     from lightning_viper.analysis.command import cli_args  # `viper analyze ... --config RECIPE`
+    from lightning_viper.cli.ask import ask_args  # `viper ask --config RECIPE ...`
     from lightning_viper.compare.cli import compare_args  # `viper compare SPEC --override k=v`, `-- ARGS`
 
-    argv = compare_args(cli_args(sys.argv[1:] if args is None else args))
+    argv = ask_args(compare_args(cli_args(sys.argv[1:] if args is None else args)))
     result = auto_cli(verbs(), args=argv, as_positional=True, parser_class=PlainParser, description=DESCRIPTION)
     if isinstance(result, str):  # text meant for reading (viper summary, viper bench table)
         print(result)
