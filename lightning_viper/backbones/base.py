@@ -169,9 +169,12 @@ class Backbone(nn.Module, ABC):
         )
 
     # --- the shared layer loop -----------------------------------------------------------------
-    def run_layer(self, index: int, hidden: Tensor, state: SequenceState, cache: Any | None) -> Tensor:
+    def run_layer(
+        self, index: int, hidden: Tensor, state: SequenceState, cache: Any | None, overwrite: bool = False
+    ) -> Tensor:
         """Apply layer ``index`` (residual included) to (B, T, D) -> (B, T, D); fills ``cache``
-        (a :class:`BackboneCache` from ``new_cache``) when given."""
+        (a :class:`BackboneCache` from ``new_cache``) when given. ``overwrite``: ``hidden`` is
+        not needed afterwards, so chunked inference may write the output over it."""
         layer_cache: LayerCache = None
         if cache is not None:
             if not isinstance(cache, BackboneCache):
@@ -184,12 +187,20 @@ class Backbone(nn.Module, ABC):
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and cache is None:
             out: Tensor = checkpoint(self._run_chunked, *args, None, use_reentrant=False)
             return out
-        return self._run_chunked(*args, layer_cache)
+        return self._run_chunked(*args, layer_cache, overwrite)
 
     def _run_chunked(
-        self, index: int, hidden: Tensor, mask: Tensor, segment: Tensor, position: Tensor, layer_cache: LayerCache
+        self,
+        index: int,
+        hidden: Tensor,
+        mask: Tensor,
+        segment: Tensor,
+        position: Tensor,
+        layer_cache: LayerCache,
+        overwrite: bool = False,
     ) -> Tensor:
-        """Run one layer, over ``prefill_chunk``-token pieces carrying its cache when set."""
+        """Run one layer, over ``prefill_chunk``-token pieces carrying its cache when set;
+        ``overwrite``: without autograd, chunked outputs may be written over ``hidden``."""
         layer = self.layer_at(index)
         t = hidden.shape[1]
         step = self.prefill_chunk
@@ -198,12 +209,26 @@ class Backbone(nn.Module, ABC):
             return out
         if layer_cache is None:
             layer_cache = layer.new_cache()  # scratch state, dropped after this layer
-        pieces = [
-            layer(hidden[:, s : s + step], mask[:, s : s + step], segment[:, s : s + step], position[:, s : s + step],
-                  layer_cache)
-            for s in range(0, t, step)
-        ]  # fmt: skip
-        return torch.cat(pieces, 1)
+        if torch.is_grad_enabled():  # autograd keeps every piece anyway
+            pieces = [
+                layer(hidden[:, s : s + step], mask[:, s : s + step], segment[:, s : s + step],
+                      position[:, s : s + step], layer_cache)
+                for s in range(0, t, step)
+            ]  # fmt: skip
+            return torch.cat(pieces, 1)
+        # inference: each piece's output goes straight into one buffer (no list + cat doubling);
+        # into ``hidden`` itself when the caller allows it (a piece only reads its own input
+        # columns, earlier columns reach it through the cache)
+        out = hidden if overwrite else torch.empty_like(hidden)
+        for s in range(0, t, step):
+            out[:, s : s + step] = layer(
+                hidden[:, s : s + step],
+                mask[:, s : s + step],
+                segment[:, s : s + step],
+                position[:, s : s + step],
+                layer_cache,
+            )
+        return out
 
     def forward(
         self,
@@ -223,6 +248,7 @@ class Backbone(nn.Module, ABC):
         for stage in stages:
             by_layer.setdefault(stage.layer, []).append(stage)
         records: list[StageRecord] = []
+        given = hidden  # the caller's tensor is never written; the loop's own intermediates may be
         for index in range(self.num_layers):
             for stage in by_layer.get(index, []):
                 before = int(state.vision_mask().sum())
@@ -234,7 +260,11 @@ class Backbone(nn.Module, ABC):
             override = mixers.get(index) if mixers else None
             with region(f"layer/{self.layer_kinds[index]}"):
                 if override is None:
-                    hidden = self.run_layer(index, hidden, state, cache)
+                    chunked = self.prefill_chunk is not None and hidden.shape[1] > self.prefill_chunk
+                    if chunked and hidden is not given and not torch.is_grad_enabled():
+                        hidden = self.run_layer(index, hidden, state, cache, overwrite=True)
+                    else:
+                        hidden = self.run_layer(index, hidden, state, cache)
                 else:
                     hidden = self._run_overridden(index, hidden, state, override)
         return BackboneOutput(self.final_norm(hidden), state, records)

@@ -62,7 +62,7 @@ def _decode_runs(
     ids = torch.randint(0, backbone.vocab_size, (1, input_tokens), generator=gen).to(device)
     state = text_state(input_tokens, device)
     hidden = backbone.embed(ids)  # (1, T, D)
-    greedy_generate(backbone, hidden, state, [], 4, -1, 0)  # warm-up: kernels, allocator, cache growth
+    greedy_generate(backbone, hidden, state, [], new_tokens, -1, 0)  # warm-up: kernels, allocator, cache growth
     reset_peak(device)
     prefill_ms, decode_ms = [], []
     for _ in range(max(1, repeats)):

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -16,6 +16,7 @@ from lightning_viper.bench.peer import hf_peer, hf_prefill
 from lightning_viper.bench.pipeline import FrameSource, embed_prompt, prefill, prompt_ids
 from lightning_viper.bench.shapes import model_shape, stage_specs
 from lightning_viper.bench.timing import Marks, device_info, free_memory, median, peak_gib, reset_peak, write_json
+from lightning_viper.encoders.hf_tower import HFVisionTower
 from lightning_viper.module import VideoLM
 from lightning_viper.ops.kernels import KernelChoice, resolve_kernels
 
@@ -199,6 +200,7 @@ def bench_prefill(
     plot: bool = True,
     seed: int = 0,
     encode: bool = True,
+    compile_encoder: bool = False,
 ) -> dict[str, Any]:
     """Prefill from frames to the first token at growing frame counts, per compression strategy.
 
@@ -219,6 +221,8 @@ def bench_prefill(
         peak_tflops: dense bf16 peak for MFU; default from the GPU name (H100/H200 SXM: 989.4).
         encode: False feeds random vision tokens instead of running encoder and projector (the
             backbone's time and peak memory alone, e.g. at 100k frames; the peer is skipped).
+        compile_encoder: ``torch.compile`` the encoder's layers (``HFVisionTower.compile_layers``);
+            the warm-up at the first size pays the compilation.
         out_dir, tag: results go to ``{out_dir}/{tag}.json`` (rewritten after every size) and
             ``{tag}.png``.
 
@@ -256,6 +260,7 @@ def bench_prefill(
             "dtype": dtype,
             "peak_flops": peak,
             "encode": encode,
+            "compile_encoder": compile_encoder,
         },
         "rows": [],
         "peer": [],
@@ -264,6 +269,8 @@ def bench_prefill(
     budget = Budget(time_budget_s)
     for strategy in names:
         lm = build_model(model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels).eval()
+        if compile_encoder:
+            cast(HFVisionTower, lm.encoder).compile_layers()
         shape, specs = (
             model_shape(lm.encoder, lm.projector, lm.backbone),
             stage_specs(lm.stages()),
@@ -291,6 +298,8 @@ def bench_prefill(
                 write_json(out / f"{tag}.json", results)
                 break
             flops = shape.prefill_flops(n, timing["seq_len"] - n * shape.projector.tokens_per_frame, n_instr, specs)
+            if not encode:  # encoder and projector did not run: their work is not counted
+                flops = {**flops, "encoder": 0.0, "projector": 0.0, "total": flops["backbone"] + flops["compression"]}
             row = _row(n, strategy, timing, flops, peak)
             results["rows"].append(row)
             ours[n] = row

@@ -15,13 +15,13 @@ step() {  # name seconds verb json
   local t0=$SECONDS
   timeout "$secs" $B "$@" > "$OUT/$name.log" 2>&1
   echo "== $name rc=$? $((SECONDS - t0)) s"
-  grep -E "frames: |peer \{|train ckpt|decode \{|regions ms|Error|error" "$OUT/$name.log" | cut -c1-260 | tail -25
+  grep -E "frames: |peer \{|train ckpt|decode \{|encoder \{|regions ms|Error|error" "$OUT/$name.log" | cut -c1-260 | tail -25
 }
 for what in "$@"; do
   case "$what" in
   prefill)  # none / TransV whole-sequence 64..10k frames, transformers' NemotronH 64..8k (strategy none)
     step prefill "${PREFILL_S:-330}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_prefill\", \"strategies\": [\"transv\", \"none\"],
-      \"frames\": [64, 256, 1024, 4096, 8192, 10240], \"repeats\": 2, \"peer_max_frames\": 8192, \"plot\": false}" ;;
+      \"frames\": [64, 1024, 4096, 8192, 10240], \"repeats\": 2, \"peer_max_frames\": 8192, \"plot\": false}" ;;
   chunked)  # TransV chunked prefill at 102,400 frames: backbone peak memory (random vision tokens)
     step chunked "${CHUNKED_S:-200}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_chunked_100k\", \"prefill_chunk\": 32768,
       \"strategies\": [\"transv\"], \"frames\": [${CHUNKED_FRAMES:-102400}], \"warmup\": 0, \"repeats\": 1, \"peer\": false,
@@ -32,6 +32,8 @@ for what in "$@"; do
     step decode "${DECODE_S:-150}" decode "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_decode_32k\", \"repeats\": 2}" ;;
   profile)  # where one TransV prefill of 1,024 frames spends its time
     step profile "${PROFILE_S:-90}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_breakdown_1k\", \"frames\": 1024}" ;;
+  encoder)  # SigLIP so400m alone: micro-batch 128 / 256, eager / compiled layers
+    step encoder "${ENCODER_S:-150}" encoder "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_encoder\", \"frames\": 512}" ;;
   *) echo "unknown step $what" >&2 ;;
   esac
 done

@@ -1,0 +1,29 @@
+"""Chunked inference writes each layer's pieces into one buffer (over the loop's own intermediates):
+same outputs and cache as the whole sequence, and the caller's input is never written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_viper.backbones import tiny_hybrid, tiny_qwen2
+from lightning_viper.bench.decode import text_state
+
+
+@pytest.mark.parametrize("family", ["hybrid", "qwen2"])
+def test_chunked_inference_matches_whole_and_leaves_the_input_alone(family: str) -> None:
+    torch.manual_seed(0)
+    whole = (tiny_hybrid() if family == "hybrid" else tiny_qwen2()).eval()
+    chunked = (tiny_hybrid(prefill_chunk=7) if family == "hybrid" else tiny_qwen2(prefill_chunk=7)).eval()
+    chunked.load_state_dict(whole.state_dict())
+    state = text_state(30, torch.device("cpu"))
+    with torch.no_grad():
+        hidden = whole.embed(torch.randint(0, whole.vocab_size, (1, 30)))
+        before = hidden.clone()
+        cache_w, cache_c = whole.new_cache(1), chunked.new_cache(1)
+        ref = whole(hidden, state, cache=cache_w).hidden
+        out = chunked(hidden, state, cache=cache_c).hidden
+        assert torch.equal(hidden, before)  # the caller's tensor is untouched
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        step = whole.embed(torch.tensor([[3]]))
+        torch.testing.assert_close(chunked.decode(step, cache_c), whole.decode(step, cache_w), rtol=1e-4, atol=1e-5)
