@@ -91,11 +91,13 @@ def test_relative_sqlite_uri_becomes_absolute(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_comparison_parses_through_the_cli(tmp_path: Path) -> None:
-    """Every strategy of recipes/compare/demo.yaml builds a config the `lightning` CLI accepts."""
+@pytest.mark.parametrize("name", ["demo", "demo_training_free"])
+def test_demo_comparison_parses_through_the_cli(name: str, tmp_path: Path) -> None:
+    """Every strategy of recipes/compare/<name>.yaml builds a config the `lightning` CLI accepts."""
     from lightning_viper.cli.main import parse_recipe
 
-    spec = load_spec(ROOT / "recipes/compare/demo.yaml")
+    spec = load_spec(ROOT / f"recipes/compare/{name}.yaml")
+    checkpoint = None if spec.train else tmp_path / "model.ckpt"
     assert spec.base == ROOT / "recipes/demo.yaml"
     seen = set()
     for variant in spec.variants():
@@ -103,13 +105,14 @@ def test_demo_comparison_parses_through_the_cli(tmp_path: Path) -> None:
             continue
         seen.add(variant.strategy.name)
         patch = tmp_path / f"{variant.key}.yaml"
-        patch.write_text(yaml.safe_dump(patch_config(spec, variant, tmp_path / variant.key, None)))
+        patch.write_text(yaml.safe_dump(patch_config(spec, variant, tmp_path / variant.key, None, checkpoint)))
         config = parse_recipe(spec.base, "--config", str(patch), *spec.overrides)
         stages = variant.strategy.compression
         assert [s.init_args.layer for s in config.model.init_args.compression] == [
             s["init_args"]["layer"] for s in stages
         ]
-        assert config.data.init_args.num_frames == variant.frames
+        assert config.data.init_args.num_frames == (variant.frames or 8)  # the training-free one keeps the recipe's
+        assert config.model.init_args.init_from == (None if checkpoint is None else str(checkpoint))
         if variant.strategy.name == "none":
             assert config.model.init_args.projector.class_path.endswith("MLPProjector")
             assert config.model.init_args.projector.init_args.tokens_per_frame is None
