@@ -225,3 +225,13 @@ def test_decode_rows_for_both_families(tmp_path: Path) -> None:
         res["rows"][0]["decode_tokens_per_s"] / res["rows"][1]["decode_tokens_per_s"]
     )
     assert json.loads((tmp_path / "d.json").read_text())["rows"][0]["family"] == "hybrid"
+
+
+def test_encoder_rows(tmp_path: Path) -> None:
+    from lightning_viper.bench import bench_encoder
+
+    res = bench_encoder(frames=5, micro_batches=[2, 4], compile=[False], size="tiny", repeats=2, out_dir=str(tmp_path))
+    assert [(r["micro_batch"], r["compile"], r["status"]) for r in res["rows"]] == [(2, False, "ok"), (4, False, "ok")]
+    for row in res["rows"]:
+        assert row["ms_per_frame"] == pytest.approx(row["ms"] / 5) and row["mfu"] is None and len(row["runs_ms"]) == 2
+    assert json.loads((tmp_path / "encoder.json").read_text())["rows"][1]["micro_batch"] == 4
