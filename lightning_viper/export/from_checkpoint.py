@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lightning_viper.backbones.loading import CheckpointError, load_strict, read_config
 from lightning_viper.backbones.nemotron_h_loading import config_to_kwargs
 from lightning_viper.checkpoint_io import load_checkpoint
@@ -26,6 +28,7 @@ BACKBONE_RUNTIME = ("gradient_checkpointing", "prefill_chunk", "kernels")
 TOWER_OPTIONS = ("feature_layer", "freeze", "micro_batch", "dtype")
 DROPPED_ARGS = ("init_from", "init_parts", "tokenizer")  # the weights are in the directory
 PROCESSOR_KEYS = ("image_size", "fps", "max_frames", "num_frames")
+TOWER_CONFIG_CHECKED = ("hidden_act", "layer_norm_eps", "num_channels", "attention_dropout")
 
 
 def class_name(obj: object) -> str:
@@ -45,6 +48,22 @@ def tower_spec(tower: HFVisionTower, args: dict[str, Any]) -> dict[str, Any]:
         "image_size": tower.image_size,
     }
     init.update({k: args[k] for k in TOWER_OPTIONS if k in args})
+    family = type(tower)
+    shape = {k: init[k] for k in ("hidden_size", "intermediate_size", "patch_size", "image_size")}
+    fresh = family.config_cls(num_hidden_layers=init["num_layers"], num_attention_heads=init["num_heads"],
+                              **shape, **family.config_extra)  # fmt: skip
+    for key in TOWER_CONFIG_CHECKED:
+        if getattr(fresh, key, None) != getattr(config, key, None):
+            raise CheckpointError(
+                f"the {family.family} checkpoint sets {key}={getattr(config, key, None)!r}, which a path-free "
+                f"{family.__name__} cannot express (it would build {getattr(fresh, key, None)!r})"
+            )
+    defaults = torch.tensor([family.default_mean, family.default_std])
+    if not torch.equal(torch.stack([tower.mean, tower.std]).cpu(), defaults):
+        raise CheckpointError(
+            f"the {family.family} checkpoint's preprocessor normalises with mean {tower.mean.tolist()} / std "
+            f"{tower.std.tolist()}, not the family's defaults: a path-free export cannot carry them yet"
+        )
     return {"class_path": class_name(tower), "init_args": init}
 
 

@@ -101,3 +101,41 @@ def test_bad_directories_fail_with_a_message(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="unexpected"):
         load(tmp_path / "out")
     assert (tmp_path / "out" / WEIGHTS_FILE).is_file()
+
+
+def test_export_makes_checkpoint_parts_path_free(tmp_path: Path, demo_tokenizer) -> None:
+    """A recipe whose tower and backbone read local HF checkpoints exports to a directory that
+    needs neither (shape-only specs), with equal logits."""
+    import json
+
+    import yaml
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    from tests.backbones.test_nemotron_h_helpers import hf_model
+
+    tower_config = SiglipVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                      num_attention_heads=4, patch_size=8, image_size=32)  # fmt: skip
+    SiglipVisionModel(tower_config).save_pretrained(tmp_path / "siglip")
+    pre = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "size": {"height": 32, "width": 32}}
+    (tmp_path / "siglip" / "preprocessor_config.json").write_text(json.dumps(pre))
+    hf_model(vocab_size=512).save_pretrained(tmp_path / "nemotron")
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml").read_text())
+    args = recipe["model"]["init_args"]
+    args["encoder"] = {"class_path": "lightning_viper.encoders.SiglipEncoder",
+                       "init_args": {"path": str(tmp_path / "siglip"), "feature_layer": -2}}  # fmt: skip
+    args["backbone"] = {"class_path": "lightning_viper.backbones.nemotron_h_loading.load_nemotron_h",
+                        "init_args": {"path": str(tmp_path / "nemotron")}}  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    model = build(parse_recipe(tmp_path / "recipe.yaml")["model"].as_dict())
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "last.ckpt")
+    export(str(tmp_path / "last.ckpt"), str(tmp_path / "out"), str(tmp_path / "recipe.yaml"))
+    spec = yaml.safe_load((tmp_path / "out" / "model.yaml").read_text())["init_args"]
+    assert "path" not in spec["encoder"]["init_args"] and "path" not in spec["backbone"]["init_args"]
+    assert spec["backbone"]["class_path"].endswith("NemotronHBackbone")
+    for name in ("siglip", "nemotron"):  # the directory stands alone
+        for f in (tmp_path / name).iterdir():
+            f.unlink()
+    back = load(tmp_path / "out")
+    model.tokenizer = back.tokenizer = demo_tokenizer
+    batch = make_batch(demo_tokenizer, [2], ["A"])
+    assert torch.equal(logits(back, batch), logits(model.eval(), batch))
