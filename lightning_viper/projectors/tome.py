@@ -137,7 +137,8 @@ class ToMeProjector(Projector):
         self.mlp: MLPHead | None = None
 
     def describe(self) -> str:
-        return f"ToMe(tokens_per_frame={self.num_tokens})"
+        rule = "" if self.rule == "ours" else f", rule={self.rule}"
+        return f"ToMe(tokens_per_frame={self.num_tokens}{rule})"
 
     def bind(self, vision_dim: int, llm_dim: int) -> None:
         if vision_dim % self.num_heads:

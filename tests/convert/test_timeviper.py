@@ -66,7 +66,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory, demo_tokenizer_dir: Path
     parts = reference_checkpoint(tmp / "src")
     report = convert_timeviper(str(tmp / "src"), str(tmp / "dst"), tokenizer=str(demo_tokenizer_dir),
                                vision_heads=2, tokens_per_frame=4, tome_heads=2, max_frames=8)  # fmt: skip
-    return parts | {"report": report, "dst": tmp / "dst"}
+    return parts | {"report": report, "dst": tmp / "dst", "src": tmp / "src"}
 
 
 def test_every_source_key_is_mapped_or_dropped_with_a_reason(converted: dict) -> None:
@@ -140,3 +140,12 @@ def test_growing_pdrop_ratio_is_refused(tmp_path: Path) -> None:
         convert_timeviper(
             str(tmp_path / "src"), str(tmp_path / "dst"), vision_heads=2, tokens_per_frame=4, tome_heads=2
         )
+
+
+def test_viper_convert_verb(converted: dict, tmp_path: Path) -> None:
+    from lightning_viper.cli.viper import main
+
+    args = ["--vision_heads", "2", "--tokens_per_frame", "4", "--tome_heads", "2"]
+    main(["convert", "timeviper", str(converted["src"]), str(tmp_path / "dst"), *args])
+    assert (tmp_path / "dst" / "recipe.yaml").is_file()
+    assert load(tmp_path / "dst").strategy_name() == load(converted["dst"]).strategy_name()
