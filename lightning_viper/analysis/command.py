@@ -13,9 +13,11 @@ from tqdm import tqdm
 
 from lightning_viper.analysis.edges import Flow
 from lightning_viper.analysis.knockout import knockout, mixer_layers
-from lightning_viper.analysis.load import AnalysisInputError, Split, eval_batches, load, tracking_logger
+from lightning_viper.analysis.load import AnalysisInputError, Loaded, Split, eval_batches, load, tracking_logger
 from lightning_viper.analysis.maps import ClassRule, HeadCapture, MapRecorder
 from lightning_viper.analysis.plots import heatmap_plot, knockout_plot, share_plot
+from lightning_viper.backbones.loading import CheckpointError
+from lightning_viper.cli.guards import ConfigError
 from lightning_viper.tracking import MLflowLogger
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,15 @@ def cli_args(args: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
+
+
+def _loaded(recipe: str | None, ckpt_path: str, overrides: list[str] | None, device: str) -> Loaded:
+    """The recipe's model with the checkpoint; bad input ends the command with its message (exit 2)."""
+    try:
+        return load(_required(recipe), ckpt_path, overrides or [], device)
+    except (AnalysisInputError, ConfigError, CheckpointError) as error:
+        log.error("%s", error)
+        raise SystemExit(2) from None
 
 
 def _required(recipe: str | None) -> str:
@@ -94,7 +105,7 @@ def analyze_knockout(
         overrides: dotted recipe overrides, e.g. ["--data.init_args.batch_size=4"].
         device: auto (CUDA if present), cpu or cuda.
     """
-    loaded = load(_required(recipe), ckpt_path, overrides or [], device)
+    loaded = _loaded(recipe, ckpt_path, overrides, device)
     batches = eval_batches(loaded.datamodule, split, max_samples)
     chosen = list(layers) if layers is not None else mixer_layers(loaded.model)
     wanted: list[Flow] = list(flows) if flows else ["V2I", "V2R"]
@@ -147,7 +158,7 @@ def analyze_attention(
         overrides: dotted recipe overrides, e.g. ["--data.init_args.batch_size=4"].
         device: auto (CUDA if present), cpu or cuda.
     """
-    loaded = load(_required(recipe), ckpt_path, overrides or [], device)
+    loaded = _loaded(recipe, ckpt_path, overrides, device)
     batches = eval_batches(loaded.datamodule, split, max_samples)
     model = loaded.model
     rule = ClassRule(window, local_mass, sparse_fraction)

@@ -85,7 +85,9 @@ def test_blocking_every_vision_edge_everywhere_makes_the_answers_independent_of_
     assert cut[0].score == cut[1].score
 
 
-def test_a_missing_checkpoint_is_named(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no such file"):
+def test_a_missing_checkpoint_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
         main(["analyze", "knockout", "--config", str(DEMO), "--ckpt_path", str(tmp_path / "nope.ckpt"),
               "--out", str(tmp_path)])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "nope.ckpt: no such file" in caplog.text
