@@ -36,6 +36,7 @@ from lightning_viper.cli.guards import CONFIG_ERRORS, checkpoint_dirpath, resolv
 from lightning_viper.data.collate import VideoCollator
 from lightning_viper.data.decode import DecodedVideo, DecodeError, decode_video
 from lightning_viper.module import VideoLM
+from lightning_viper.ops.profiling import Marks
 from lightning_viper.text.templates import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -158,15 +159,8 @@ class Inference:
 
 
 def _generate(model: VideoLM, batch: VideoBatch) -> tuple[list[str], dict[str, float], float]:
-    """``model.generate`` plus the time from encoding the frames to the first token (ms).
-
-    ``VideoLM.generate`` reports time through ``efficiency_marks`` where the model has them (the
-    marks of :mod:`lightning_viper.ops.profiling`), else as ``prefill_ms`` among its figures."""
-    if not hasattr(model, "efficiency_marks"):
-        texts, eff = model.generate(batch)
-        return texts, eff, float(eff["prefill_ms"])
-    from lightning_viper.ops.profiling import Marks
-
+    """``model.generate`` plus the time from encoding the frames to the first token (ms), read
+    from the model's ``efficiency_marks`` (:class:`~lightning_viper.ops.profiling.Marks`)."""
     marks = Marks(model.device)
     model.efficiency_marks = marks
     try:
