@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,7 +83,7 @@ def eval_batches(datamodule: Any, split: Split, max_samples: int | None) -> list
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     batches: list[VideoBatch] = []
     seen = 0
-    for batch in islice(loader, None):
+    for batch in loader:
         batches.append(batch)
         seen += batch.batch_size
         if max_samples is not None and seen >= max_samples:

@@ -24,7 +24,7 @@ over the sequence).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -196,8 +196,6 @@ class HeadCapture:
 
 def _first_row(state: SequenceState) -> SequenceState:
     """The state of row 0 alone (its segments keep their ids; only masks and kinds are read)."""
-    from dataclasses import replace
-
     return replace(
         state,
         mask=state.mask[:1],
