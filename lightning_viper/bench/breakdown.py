@@ -70,8 +70,10 @@ def bench_breakdown(
     out_dir: str = "runs/bench",
     tag: str = "breakdown",
 ) -> dict[str, Any]:
-    """Profile one prefill (``mode='prefill'``, after one untimed warm-up) or one training step
-    (after one warm-up step); writes ``{tag}.json`` (``regions``, ``regions_ms``, peak memory) and
+    """Profile one prefill or one training step and split its time by model region.
+
+    ``mode='prefill'`` times one prefill after an untimed warm-up, ``mode='train'`` one training step
+    after a warm-up step; writes ``{tag}.json`` (``regions``, ``regions_ms``, peak memory) and
     ``{tag}_profile.txt`` (the profiler's top ops) under ``out_dir``."""
     dev = _device(device)
     trainable: list[Any] = ["projector", "backbone", "compression"]

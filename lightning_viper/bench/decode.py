@@ -95,8 +95,10 @@ def bench_decode(
     out_dir: str = "runs/bench",
     tag: str = "decode",
 ) -> dict[str, Any]:
-    """Decode tokens/s after an ``input_tokens`` prompt for each backbone family (see the module
-    doc); writes ``{out_dir}/{tag}.json`` with one row per family and the hybrid/qwen2 ratio."""
+    """Decode speed (tokens/s) after a long prompt, per backbone family.
+
+    One greedy decode after an ``input_tokens`` prompt per family (see the module doc); writes
+    ``{out_dir}/{tag}.json`` with one row per family and the hybrid/qwen2 ratio."""
     if new_tokens < 2:
         raise ValueError(f"new_tokens must be at least 2 (the rate is measured after the first), got {new_tokens}")
     dev = _device(device)

@@ -62,7 +62,9 @@ def bench_encoder(
     out_dir: str = "runs/bench",
     tag: str = "encoder",
 ) -> dict[str, Any]:
-    """Encode ``frames`` frames (random uint8, host memory) at each micro-batch size, eager and/or
+    """Vision-encoder speed per micro-batch size, eager and compiled.
+
+    Encodes ``frames`` frames (random uint8, host memory) at each micro-batch size, eager and/or
     compiled; one row per setting with ms, ms per frame, frames/s and MFU (encoder FLOPs up to the
     feature layer, :class:`~lightning_viper.bench.flops.EncoderShape`). Writes ``{tag}.json``."""
     dev = _device(device)
