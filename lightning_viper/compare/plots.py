@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from lightning_viper.compare.report import GFLOPS, LAYER_MEAN, MEMORY, PREFILL, SCORES, Row
+from lightning_viper.compare.report import GFLOPS, GFLOPS_LLM, LAYER_MEAN, MEMORY, PREFILL, SCORES, Row
 
 
 def _numeric_frames(rows: Sequence[Row]) -> list[float] | None:
@@ -89,6 +89,7 @@ def all_plots(rows: Sequence[Row], out_dir: Path) -> list[Path]:
         score_vs_tokens(rows, out_dir / "score_vs_tokens.png"),
         score_vs(rows, LAYER_MEAN, "vision tokens per LLM layer (mean)", out_dir / "score_vs_layer_tokens.png"),
         score_vs(rows, GFLOPS, "prefill GFLOPs per sample", out_dir / "score_vs_flops.png"),
+        score_vs(rows, GFLOPS_LLM, "LLM prefill GFLOPs per sample", out_dir / "score_vs_llm_flops.png"),
         metric_vs_frames(rows, MEMORY, "peak memory (MB)", out_dir / "memory_vs_frames.png"),
         metric_vs_frames(rows, PREFILL, "prefill time per sample (ms)", out_dir / "prefill_vs_frames.png"),
     ]

@@ -23,12 +23,14 @@ TOKENS_IN, TOKENS_FINAL = "test/eff/vision_tokens", "test/eff/vision_tokens_fina
 PREFILL, MEMORY = "test/eff/prefill_ms", "test/eff/peak_mem_mb"
 PARAMS_ADDED = "model/params_compression"
 LAYER_MEAN, GFLOPS = "test/eff/vision_mean_per_layer", "test/eff/gflops_prefill"  # compare/budget.py
+GFLOPS_LLM = "test/eff/gflops_llm"
 PROFILE = "profile"  # the per-layer vision-token counts, as text
 # budget columns, shown when some run logged them (after "kept")
 BUDGET = [
     (PROFILE, "vision tokens by layer"),
     (LAYER_MEAN, "vision tokens per layer (mean)"),
     (GFLOPS, "prefill GFLOPs/sample"),
+    (GFLOPS_LLM, "LLM GFLOPs/sample"),
 ]
 _PER_LAYER = re.compile(r"^test/eff/vision_L(\d+)$")
 EFFICIENCY = [
@@ -98,7 +100,7 @@ def aggregate(records: Sequence[RunRecord], order: Sequence[str] = ()) -> list[R
         recs = sorted(groups[(variant, frames)], key=lambda r: r.seed)
         row = Row(variant, frames, [r.seed for r in recs], strategy=recs[0].strategy)
         row.profile = _profile(recs)
-        wanted = [k for k, _ in SCORES] + [TOKENS_IN, TOKENS_FINAL, PREFILL, MEMORY, LAYER_MEAN, GFLOPS]
+        wanted = [k for k, _ in SCORES] + [TOKENS_IN, TOKENS_FINAL, PREFILL, MEMORY, LAYER_MEAN, GFLOPS, GFLOPS_LLM]
         for key in wanted:
             vals = [r.metrics[key] for r in recs if key in r.metrics]
             if vals:
@@ -122,7 +124,7 @@ def _fmt(key: str, value: tuple[float, float | None] | None) -> str:
     mean, std = value
     if key == PARAMS_ADDED:
         return f"{round(mean):,}"
-    if key == GFLOPS:
+    if key in (GFLOPS, GFLOPS_LLM):
         return f"{mean:.4g}" if not std else f"{mean:.4g} ± {std:.2g}"
     digits = 3 if (key.startswith("test/") and "/eff/" not in key) or key == "kept" else 1
     if key == MEMORY:
@@ -190,5 +192,6 @@ _NOTES = [
     "Budget (when logged): 'vision tokens by layer' is the count entering the LLM, then each change with "
     "the layer it starts at (from the backbone's stage records); the per-layer mean averages it over all "
     "layers; prefill GFLOPs (lightning_viper.bench.flops: matrix work of encoder, projector, every layer "
-    "at its measured length, and the stages' scoring/transfer) is per sample, to the first token.",
+    "at its measured length, and the stages' scoring/transfer) is per sample, to the first token; the LLM "
+    "part leaves out the encoder and projector.",
 ]
