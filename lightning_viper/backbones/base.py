@@ -35,7 +35,6 @@ class StageRecord:
     layer: int
     vision_before: int
     vision_after: int
-    seq_len_after: int  # padded length T' after the stage
 
 
 @dataclass
@@ -254,9 +253,7 @@ class Backbone(nn.Module, ABC):
                 before = int(state.vision_mask().sum())
                 with region(f"stage/L{index}_{type(stage).__name__}"):
                     hidden, state = stage(hidden, state, self)
-                records.append(
-                    StageRecord(stage.describe(), index, before, int(state.vision_mask().sum()), state.length)
-                )
+                records.append(StageRecord(stage.describe(), index, before, int(state.vision_mask().sum())))
             override = mixers.get(index) if mixers else None
             with region(f"layer/{self.layer_kinds[index]}"):
                 if override is None:
