@@ -86,6 +86,7 @@ def vision_spec(state: dict[str, Tensor], num_heads: int, feature_layer: int) ->
         "image_size": side * int(patch),
         "feature_layer": feature_layer,
         "freeze": True,
+        "hidden_act": "gelu",  # timm's vit_so400m_patch14_siglip_* set no act_layer: exact GELU, not tanh
     }
     return {"class_path": "lightning_viper.encoders.SiglipEncoder", "init_args": args}
 

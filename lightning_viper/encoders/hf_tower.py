@@ -96,6 +96,9 @@ class HFVisionTower(VisionEncoder):
         freeze: no gradients and eval mode for the tower (the paper freezes it in every stage).
         micro_batch: frames per encoder call (bounds activation memory on long videos).
         dtype: parameter dtype ("float32", "bfloat16", "float16").
+        hidden_act: the MLP activation of a randomly initialised tower (only without ``path``; None:
+            the family's default, SigLIP ``gelu_pytorch_tanh``). timm's so400m/14 SigLIP, which
+            TimeViper uses, runs the exact ``gelu``.
         compile: ``torch.compile`` each encoder layer (one compiled graph shared by all layers:
             fuses the norms, bias + activation and residual adds around the matmuls). The first
             micro-batch of each new shape pays the compilation.
@@ -126,6 +129,7 @@ class HFVisionTower(VisionEncoder):
         freeze: bool = True,
         micro_batch: int = 64,
         dtype: str = "float32",
+        hidden_act: str | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -149,6 +153,7 @@ class HFVisionTower(VisionEncoder):
                 patch_size=patch_size,
                 image_size=image_size,
                 **self.config_extra,
+                **({} if hidden_act is None else {"hidden_act": hidden_act}),
             )
             tower: nn.Module = self.model_cls(config)
             self.model = tower.to(torch_dtype(dtype))

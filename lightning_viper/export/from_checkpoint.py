@@ -46,12 +46,13 @@ def tower_spec(tower: HFVisionTower, args: dict[str, Any]) -> dict[str, Any]:
         "intermediate_size": int(config.intermediate_size),
         "patch_size": square(config.patch_size),
         "image_size": tower.image_size,
+        "hidden_act": str(config.hidden_act),
     }
     init.update({k: args[k] for k in TOWER_OPTIONS if k in args})
     family = type(tower)
     shape = {k: init[k] for k in ("hidden_size", "intermediate_size", "patch_size", "image_size")}
     fresh = family.config_cls(num_hidden_layers=init["num_layers"], num_attention_heads=init["num_heads"],
-                              **shape, **family.config_extra)  # fmt: skip
+                              hidden_act=init["hidden_act"], **shape, **family.config_extra)  # fmt: skip
     for key in TOWER_CONFIG_CHECKED:
         if getattr(fresh, key, None) != getattr(config, key, None):
             raise CheckpointError(

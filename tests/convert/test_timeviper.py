@@ -69,9 +69,9 @@ def siglip_state(seed: int = 1) -> dict[str, Tensor]:
 
 def naive_vit_features(w: dict[str, Tensor], pixels: Tensor, feature_block: int) -> Tensor:
     """(F, 3, H, W) pixels -> (F, N, D): the output of block ``feature_block``, no final norm,
-    written out from the equations (pre-norm ViT, tanh-approximate GELU: HF SigLIP's
-    ``gelu_pytorch_tanh``, which the converted tower runs; timm's so400m/16 SigLIP configs say
-    ``act_layer="gelu_tanh"``)."""
+    written out from the equations (pre-norm ViT, exact erf GELU: timm's so400m/14 SigLIP configs,
+    which TimeViper loads, set no ``act_layer``, so timm's default ``nn.GELU`` runs, not the tanh
+    approximation of HF SigLIP's ``gelu_pytorch_tanh``)."""
 
     def layer_norm(x: Tensor, name: str) -> Tensor:
         mean = x.mean(-1, keepdim=True)
@@ -81,8 +81,8 @@ def naive_vit_features(w: dict[str, Tensor], pixels: Tensor, feature_block: int)
     def linear(x: Tensor, name: str) -> Tensor:
         return x @ w[f"{name}.weight"].T + w[f"{name}.bias"]
 
-    def gelu_tanh(x: Tensor) -> Tensor:
-        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    def gelu(x: Tensor) -> Tensor:
+        return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
     x = F.conv2d(pixels, w["patch_embed.proj.weight"], w["patch_embed.proj.bias"], stride=PATCH)  # (F, D, h, w)
     x = x.flatten(2).transpose(1, 2) + w["pos_embed"]  # (F, N, D), patches row-major
@@ -95,7 +95,7 @@ def naive_vit_features(w: dict[str, Tensor], pixels: Tensor, feature_block: int)
         attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(head_dim), dim=-1)  # (F, H, N, N)
         mixed = (attn @ v).transpose(1, 2).reshape(frames, patches, width)
         x = x + linear(mixed, f"{block}.attn.proj")
-        hidden = gelu_tanh(linear(layer_norm(x, f"{block}.norm2"), f"{block}.mlp.fc1"))
+        hidden = gelu(linear(layer_norm(x, f"{block}.norm2"), f"{block}.mlp.fc1"))
         x = x + linear(hidden, f"{block}.mlp.fc2")
     return x
 
@@ -166,9 +166,17 @@ def test_vision_features_equal_timm(converted: dict) -> None:
     Skipped without timm (CI's ``make test``). To run it: ``pip install -e ".[convert]"`` (timm
     pulls torchvision, which on a CPU-wheel torch installs the matching PyPI torch)."""
     timm = pytest.importorskip("timm")
-    vit = timm.models.VisionTransformer(img_size=IMAGE, patch_size=PATCH, embed_dim=WIDTH, depth=DEPTH,
-                                        num_heads=HEADS, mlp_ratio=MLP / WIDTH, class_token=False,
-                                        global_pool="map", act_layer="gelu_tanh", num_classes=0)  # fmt: skip
+    vit = timm.models.VisionTransformer(
+        img_size=IMAGE,
+        patch_size=PATCH,
+        embed_dim=WIDTH,
+        depth=DEPTH,
+        num_heads=HEADS,
+        mlp_ratio=MLP / WIDTH,
+        class_token=False,
+        global_pool="map",
+        num_classes=0,
+    )  # fmt: skip (timm's so400m/14: default GELU)
     vit.load_state_dict(converted["vision"], strict=True)  # same names and shapes as timm's
     model = load(converted["dst"])
     frames, pixels = frames_and_pixels()
