@@ -32,7 +32,7 @@ from datamodules.video import VideoDataModule
 from lightning_viper.backbones.loading import CheckpointError, load_strict
 from lightning_viper.batch import VideoBatch
 from lightning_viper.checkpoint_io import load_checkpoint
-from lightning_viper.cli.guards import CONFIG_ERRORS, checkpoint_dirpath, resolve_best, root_message
+from lightning_viper.cli.guards import CONFIG_ERRORS, ConfigError, resolve_checkpoint, root_message
 from lightning_viper.data.collate import VideoCollator
 from lightning_viper.data.decode import DecodedVideo, DecodeError, decode_video
 from lightning_viper.module import VideoLM
@@ -190,30 +190,6 @@ def _max_new_tokens(model: VideoLM, value: int | None) -> Iterator[None]:
         model.hparams["max_new_tokens"] = old
 
 
-def resolve_checkpoint(config: Any, ckpt_path: str) -> Path:
-    """A checkpoint file, or ``last`` / ``best`` in the recipe's ModelCheckpoint dirpath."""
-    if ckpt_path == "best":
-        try:
-            return resolve_best(checkpoint_dirpath(config))
-        except ValueError as error:
-            raise InferenceError(str(error)) from None
-    if ckpt_path == "last":
-        dirpath = checkpoint_dirpath(config)
-        lasts = sorted(dirpath.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if dirpath else []
-        if not lasts:
-            raise InferenceError(
-                f"--ckpt_path last: no last*.ckpt in {dirpath or 'the recipe (its ModelCheckpoint has no dirpath)'}; "
-                "train first (lightning fit --config RECIPE) or pass a checkpoint file"
-            )
-        return lasts[-1]
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise InferenceError(
-            f"checkpoint {ckpt_path!r} does not exist: pass a .ckpt file written by `lightning fit`, or 'last' / 'best'"
-        )
-    return path
-
-
 def compression_override(compression: str | list[Any] | None) -> list[str]:
     """``--model.init_args.compression`` from a JSON/YAML list, or a file holding one (None: the recipe's)."""
     if compression is None:
@@ -235,14 +211,25 @@ def compression_override(compression: str | list[Any] | None) -> list[str]:
     return [f"--model.init_args.compression={json.dumps(compression)}"]
 
 
-def load_inference(
+@dataclass
+class LoadedModel:
+    """A recipe's model with a checkpoint's weights, its datamodule (built, not set up) and config."""
+
+    model: VideoLM
+    data: LightningDataModule
+    config: Any  # the parsed recipe (fit subcommand's view)
+    checkpoint: Path
+
+
+def load_model(
     recipe: str | Path,
     ckpt_path: str,
     overrides: Sequence[str] = (),
     compression: str | list[Any] | None = None,
     device: str = "auto",
-) -> Inference:
-    """Build the recipe's model and datamodule, load ``ckpt_path`` strictly, and return an :class:`Inference`.
+) -> LoadedModel:
+    """Build only the recipe's model and datamodule (no trainer, logger or MLflow run), load
+    ``ckpt_path`` (a file, ``last`` or ``best``) strictly, move the model to ``device`` in eval mode.
 
     ``overrides`` are CLI-style arguments applied to the recipe (``--config OVERLAY``,
     ``--data.init_args.max_frames=64``); ``compression`` replaces the recipe's stages.
@@ -258,13 +245,11 @@ def load_inference(
             config = parse_recipe(recipe, *args)
     except SystemExit as error:  # jsonargparse has already printed what is wrong with the recipe
         raise InferenceError(f"recipe {recipe} (with {list(args)}) does not parse: see the message above") from error
-    path = resolve_checkpoint(config, ckpt_path)
+    try:
+        path = resolve_checkpoint(config, ckpt_path)
+    except ConfigError as error:
+        raise InferenceError(str(error)) from None
     model, data = _build(config)
-    if not isinstance(data, VideoDataModule):
-        raise InferenceError(
-            f"the recipe's data is a {type(data).__name__}: questions about video files need a VideoDataModule "
-            "(its tokenizer, template and frame sampling)"
-        )
     try:
         state = load_checkpoint(path, "checkpoint").get("state_dict")
         if state is None:
@@ -272,8 +257,8 @@ def load_inference(
         load_strict(model, state, source=str(path))
     except CheckpointError as error:
         raise InferenceError(f"{error}; check that the checkpoint was trained with {recipe}") from None
-    tokenizer = data.tokenizer
-    if len(tokenizer) > model.backbone.vocab_size:
+    tokenizer = getattr(data, "tokenizer", None)
+    if tokenizer is not None and len(tokenizer) > model.backbone.vocab_size:
         raise InferenceError(
             f"the recipe's tokenizer has {len(tokenizer)} tokens but the backbone only {model.backbone.vocab_size}"
         )
@@ -281,15 +266,33 @@ def load_inference(
     model = model.to(target).eval()
     model.tokenizer = tokenizer
     log.info("loaded %s (%s) on %s", path, model.strategy_name(), target)
+    return LoadedModel(model, data, config, path)
+
+
+def load_inference(
+    recipe: str | Path,
+    ckpt_path: str,
+    overrides: Sequence[str] = (),
+    compression: str | list[Any] | None = None,
+    device: str = "auto",
+) -> Inference:
+    """:func:`load_model`, then the datamodule's tokenizer, template and frame sampling: an :class:`Inference`."""
+    loaded = load_model(recipe, ckpt_path, overrides, compression, device)
+    data = loaded.data
+    if not isinstance(data, VideoDataModule):
+        raise InferenceError(
+            f"the recipe's data is a {type(data).__name__}: questions about video files need a VideoDataModule "
+            "(its tokenizer, template and frame sampling)"
+        )
     return Inference(
-        model=model,
-        tokenizer=tokenizer,
+        model=loaded.model,
+        tokenizer=data.tokenizer,
         template=data.template,
         image_size=int(data.image_size),
         fps=data.fps,
         num_frames=data.num_frames,
         max_frames=data.max_frames,
-        checkpoint=path,
+        checkpoint=loaded.checkpoint,
     )
 
 

@@ -23,22 +23,6 @@ from lightning_viper.tracking import MLflowLogger
 log = logging.getLogger(__name__)
 
 
-def cli_args(args: list[str]) -> list[str]:
-    """``viper analyze ... --config RECIPE`` reads the recipe path as ``--recipe`` (jsonargparse
-    keeps ``--config`` for its own config files)."""
-    if not args or args[0] != "analyze":
-        return args
-    out = []
-    for arg in args:
-        if arg == "--config":
-            out.append("--recipe")
-        elif arg.startswith("--config="):
-            out.append("--recipe=" + arg.removeprefix("--config="))
-        else:
-            out.append(arg)
-    return out
-
-
 def _loaded(recipe: str | None, ckpt_path: str, overrides: list[str] | None, device: str) -> Loaded:
     """The recipe's model with the checkpoint; bad input ends the command with its message (exit 2)."""
     try:

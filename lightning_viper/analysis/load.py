@@ -8,13 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
-from lightning_viper.backbones.loading import load_strict
 from lightning_viper.batch import VideoBatch
-from lightning_viper.checkpoint_io import load_checkpoint
-from lightning_viper.cli.guards import checkpoint_dirpath, resolve_best
-from lightning_viper.cli.main import VideoCLI, recipe_name
+from lightning_viper.cli.main import recipe_name
+from lightning_viper.inference import InferenceError, load_model
 from lightning_viper.module import VideoLM
 from lightning_viper.tracking import MLflowLogger
 
@@ -35,44 +31,14 @@ class Loaded:
     checkpoint: Path
 
 
-def resolve_checkpoint(config: Any, ckpt_path: str) -> Path:
-    """``last`` / ``best`` (in the recipe's ModelCheckpoint dirpath) or a file."""
-    if ckpt_path in ("last", "best"):
-        dirpath = checkpoint_dirpath(config)
-        if ckpt_path == "best":
-            return resolve_best(dirpath)
-        lasts = sorted(dirpath.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if dirpath else []
-        if not lasts:
-            raise AnalysisInputError(
-                f"--ckpt_path last: no last*.ckpt in {dirpath or 'the recipe (no ModelCheckpoint dirpath)'}; "
-                "train the recipe first (lightning fit --config RECIPE) or pass a checkpoint file"
-            )
-        return lasts[-1]
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise AnalysisInputError(f"--ckpt_path {ckpt_path}: no such file; pass a checkpoint file, 'last' or 'best'")
-    return path
-
-
 def load(recipe: str, ckpt_path: str, overrides: Sequence[str] = (), device: str = "auto") -> Loaded:
-    """Build the recipe's VideoLM and datamodule (nothing trained) and load the checkpoint strictly."""
-    if not Path(recipe).is_file():
-        raise AnalysisInputError(f"--config {recipe}: no such recipe file")
-    cli = VideoCLI(args=["--config", recipe, *overrides], run=False)
-    if not isinstance(cli.model, VideoLM):
-        raise AnalysisInputError(f"{recipe} builds a {type(cli.model).__name__}, not a VideoLM")
-    path = resolve_checkpoint(cli.config, ckpt_path)
-    state = load_checkpoint(path, "--ckpt_path checkpoint").get("state_dict")
-    if state is None:
-        raise AnalysisInputError(f"{path} has no 'state_dict': not a Lightning checkpoint of this project")
-    load_strict(cli.model, state, source=str(path))
-    target = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
-    )
-    model = cli.model.to(target).eval()
-    model.tokenizer = cli.datamodule.tokenizer
-    log.info("analysing %s with %s on %s", recipe, path, target)
-    return Loaded(model, cli.datamodule, cli.config, recipe_name(cli.config), path)
+    """The recipe's VideoLM and datamodule (nothing trained, no MLflow run) with the checkpoint loaded strictly."""
+    try:
+        loaded = load_model(recipe, ckpt_path, overrides, device=device)
+    except InferenceError as error:
+        raise AnalysisInputError(str(error)) from None
+    log.info("analysing %s with %s on %s", recipe, loaded.checkpoint, loaded.model.device)
+    return Loaded(loaded.model, loaded.data, loaded.config, recipe_name(loaded.config), loaded.checkpoint)
 
 
 def eval_batches(datamodule: Any, split: Split, max_samples: int | None) -> list[VideoBatch]:

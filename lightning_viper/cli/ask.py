@@ -61,19 +61,3 @@ def format_answer(answer: Answer) -> str:
         f"total: {answer.total_ms:.1f} ms",
     ]
     return "\n".join(lines)
-
-
-def ask_args(args: list[str]) -> list[str]:
-    """``viper ask ... --config RECIPE`` passes the recipe as ``--recipe`` (jsonargparse keeps
-    ``--config`` for its own config files)."""
-    if not args or args[0] != "ask":
-        return args
-    out = []
-    for arg in args:
-        if arg == "--config":
-            out.append("--recipe")
-        elif arg.startswith("--config="):
-            out.append("--recipe=" + arg.removeprefix("--config="))
-        else:
-            out.append(arg)
-    return out

@@ -51,6 +51,28 @@ def checkpoint_dirpath(config: Any) -> Path | None:
     return None
 
 
+def resolve_checkpoint(config: Any, ckpt_path: str) -> Path:
+    """A checkpoint file, or ``last`` / ``best`` in the recipe's ModelCheckpoint dirpath, for the
+    verbs that load a checkpoint without a trainer (``viper ask``, ``viper analyze``, lmms-eval)."""
+    if ckpt_path == "best":
+        return resolve_best(checkpoint_dirpath(config))
+    if ckpt_path == "last":
+        dirpath = checkpoint_dirpath(config)
+        lasts = sorted(dirpath.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if dirpath else []
+        if not lasts:
+            raise ConfigError(
+                f"--ckpt_path last: no last*.ckpt in {dirpath or 'the recipe (its ModelCheckpoint has no dirpath)'}; "
+                "train first (lightning fit --config RECIPE) or pass a checkpoint file"
+            )
+        return lasts[-1]
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"checkpoint {ckpt_path!r} does not exist: pass a .ckpt file written by `lightning fit`, or 'last' / 'best'"
+        )
+    return path
+
+
 def resolve_best(dirpath: Path | None) -> Path:
     """The best checkpoint recorded by the ModelCheckpoint state in ``dirpath``'s last checkpoint."""
     where = str(dirpath) if dirpath is not None else "the ModelCheckpoint dirpath (not set in the recipe)"

@@ -85,11 +85,10 @@ def main(args: list[str] | None = None) -> None:
     from lightning_viper.cli.help import PlainParser
 
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
-    from lightning_viper.analysis.command import cli_args  # `viper analyze ... --config RECIPE`
-    from lightning_viper.cli.ask import ask_args  # `viper ask --config RECIPE ...`
+    from lightning_viper.cli.argv import config_as_recipe  # `viper ask|analyze --config RECIPE`
     from lightning_viper.compare.cli import compare_args  # `viper compare SPEC --override k=v`, `-- ARGS`
 
-    argv = ask_args(compare_args(cli_args(sys.argv[1:] if args is None else args)))
+    argv = compare_args(config_as_recipe(sys.argv[1:] if args is None else args))
     result = auto_cli(verbs(), args=argv, as_positional=True, parser_class=PlainParser, description=DESCRIPTION)
     if isinstance(result, str):  # text meant for reading (viper summary, viper bench table)
         print(result)

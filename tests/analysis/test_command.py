@@ -90,4 +90,4 @@ def test_a_missing_checkpoint_is_named(tmp_path: Path, caplog: pytest.LogCapture
         main(["analyze", "knockout", "--config", str(DEMO), "--ckpt_path", str(tmp_path / "nope.ckpt"),
               "--out", str(tmp_path)])  # fmt: skip
     assert exit_info.value.code == 2
-    assert "nope.ckpt: no such file" in caplog.text
+    assert "nope.ckpt' does not exist" in caplog.text
