@@ -100,7 +100,7 @@ def pad_by_segment(values: Tensor, state: SequenceState, which: Tensor) -> tuple
     return grid, valid, rank
 
 
-def _grid_to_tokens(grid: Tensor, state: SequenceState, rank: Tensor) -> Tensor:
+def grid_to_tokens(grid: Tensor, state: SequenceState, rank: Tensor) -> Tensor:
     """(S, N) bool decisions -> (B, T) keep mask; non-vision real tokens are kept."""
     vis = rank >= 0
     keep = state.mask & ~vis
@@ -124,7 +124,7 @@ def uniform_keep(state: SequenceState, k: Tensor, rule: Rule = "ours") -> Tensor
     idx = torch.where(valid, idx, torch.zeros_like(idx))
     rows = torch.arange(state.num_segments, device=n.device)[:, None].expand_as(idx)  # (S, N)
     grid[rows[valid], idx[valid]] = True
-    return _grid_to_tokens(grid, state, rank)
+    return grid_to_tokens(grid, state, rank)
 
 
 def topk_keep(scores: Tensor, state: SequenceState, k: Tensor) -> Tensor:
@@ -139,7 +139,7 @@ def topk_keep(scores: Tensor, state: SequenceState, k: Tensor) -> Tensor:
     order = torch.sort(grid, dim=1, descending=True, stable=True).indices  # (S, N)
     chosen = torch.arange(width, device=scores.device)[None, :] < k[:, None]  # (S, N) by sorted place
     keep_grid = torch.zeros_like(chosen).scatter(1, order, chosen)
-    return _grid_to_tokens(keep_grid, state, rank)
+    return grid_to_tokens(keep_grid, state, rank)
 
 
 def nothing_dropped(state: SequenceState, k: Tensor) -> bool:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_viper.compression.base import CompressionStage
-from lightning_viper.compression.selection import _grid_to_tokens, pad_by_segment
+from lightning_viper.compression.selection import grid_to_tokens, pad_by_segment
 from lightning_viper.sequence import SequenceState, compact
 
 if TYPE_CHECKING:
@@ -119,4 +119,4 @@ class TemporalMerge(CompressionStage):
         kept = valid & ~merged.view(s, w)  # (S, W)
         rows, cols = vis.nonzero(as_tuple=True)
         hidden = hidden.index_put((rows, cols), means[state.segment[vis], rank[vis]])
-        return compact(hidden, state, _grid_to_tokens(kept, state, rank))
+        return compact(hidden, state, grid_to_tokens(kept, state, rank))
