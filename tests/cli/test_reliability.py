@@ -89,20 +89,21 @@ def test_nan_stops_the_fit_fails_the_run_and_keeps_good_checkpoints(tmp_path: Pa
     config = _overlays(tmp_path, synth_cache, every_n_train_steps=1)
     proc = _run(tmp_path, _fit_cmd(config, "--trainer.max_steps=20", "--model.init_args.lr=1e6"))
     assert proc.returncode != 0, proc.stderr[-3000:]
-    # step 0 trains (finite loss) and throws the weights far off; step 1's loss is NaN
-    assert "ERROR lightning_viper: training stopped at step 1: loss nan" in proc.stderr, proc.stderr[-3000:]
+    # step 0 is the warmup's first step (learning rate 0: transformers' cosine schedule starts at 0),
+    # step 1 trains (finite loss) and throws the weights far off; step 2's loss is NaN
+    assert "ERROR lightning_viper: training stopped at step 2: loss nan" in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, "the message alone, without Lightning's traceback"
 
     _, run = _the_run(tmp_path)
     assert run.info.status == "FAILED"
-    assert run.data.tags["failure_reason"].startswith("training stopped at step 1: loss nan")
-    assert run.data.tags["nan_guard_step"] == "1"
+    assert run.data.tags["failure_reason"].startswith("training stopped at step 2: loss nan")
+    assert run.data.tags["nan_guard_step"] == "2"
 
     files = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
-    assert files == ["epoch=0-step=1.ckpt", "last.ckpt"], files  # nothing written from step 1 on
+    assert files == ["epoch=0-step=2.ckpt", "last.ckpt"], files  # nothing written from step 2 on
     for name in files:
         ckpt = _load(tmp_path / "ckpt" / name)
-        assert ckpt["global_step"] == 1
+        assert ckpt["global_step"] == 2
         assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values()), name
 
 
