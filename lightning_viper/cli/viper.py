@@ -6,9 +6,9 @@ viper pack    ANNOTATIONS MEDIA_ROOT OUT_DIR FORMAT [--shard_size_mb 256] [--wor
               videomme, mlvu, longvideobench[_subtitles], lvbench, egoschema, charades, activitynet_captions,
               youcook2, timeviper (docs/data.md)
 viper compare recipes/compare/demo.yaml [--override key=value ...] [--ckpt_path CKPT] [-- ARGS...]
-viper analyze knockout|attention --config RECIPE --ckpt_path CKPT --out DIR   information-flow analysis
+viper analyze knockout|attention --config RECIPE --ckpt_path CKPT --out DIR [--override key=value ...]
 viper convert timeviper SRC DST [--tokenizer DIR]   a TimeViper checkpoint -> model directory + recipe
-viper export  CKPT DST RECIPE [--overrides '[...]']   a trained checkpoint -> a self-contained model directory
+viper export  CKPT DST RECIPE [--override key=value ...]   a trained checkpoint -> a self-contained model directory
 viper ask     --config RECIPE --ckpt_path CKPT VIDEO QUESTION   an answer, its frames, tokens and times
 viper summary [--experiment demo] [--tracking_uri sqlite:///mlflow.db]   latest MLflow run and its test metrics
 viper bench   data | data_memory | prefill | train | breakdown | table RESULTS.json ...
@@ -85,10 +85,9 @@ def main(args: list[str] | None = None) -> None:
     from lightning_viper.cli.help import PlainParser
 
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
-    from lightning_viper.cli.argv import config_as_recipe  # `viper ask|analyze --config RECIPE`
-    from lightning_viper.compare.cli import compare_args  # `viper compare SPEC --override k=v`, `-- ARGS`
+    from lightning_viper.cli.argv import config_as_recipe, plain_overrides  # --config RECIPE; --override k=v
 
-    argv = compare_args(config_as_recipe(sys.argv[1:] if args is None else args))
+    argv = plain_overrides(config_as_recipe(sys.argv[1:] if args is None else args))
     result = auto_cli(verbs(), args=argv, as_positional=True, parser_class=PlainParser, description=DESCRIPTION)
     if isinstance(result, str):  # text meant for reading (viper summary, viper bench table)
         print(result)

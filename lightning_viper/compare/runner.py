@@ -11,10 +11,11 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+from lightning_viper.cli.argv import as_cli_arg
 from lightning_viper.compare.commands import lightning_command, write_patch
 from lightning_viper.compare.plots import all_plots
 from lightning_viper.compare.report import aggregate, render_html, render_markdown
-from lightning_viper.compare.spec import CompareSpec, Strategy, Variant, cli_override, load_spec
+from lightning_viper.compare.spec import CompareSpec, Strategy, Variant, load_spec
 from lightning_viper.compare.store import TAG_ROLE, CompareStore, RunRecord
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def compare(
         spec = replace(spec, train=False, checkpoint=Path(ckpt_path).expanduser().resolve())
     out_dir = (Path(output) if output else Path("reports") / spec.name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    extra = [cli_override(o) for o in [*(overrides or []), *(override or [])]]
+    extra = [as_cli_arg(o) for o in [*(overrides or []), *(override or [])]]
     variants = spec.variants()
     model = Variant(Strategy(MODEL, compression=None), spec.seeds[0], None)
     checkpoint = spec.checkpoint or out_dir / "runs" / model.key / "checkpoints" / "last.ckpt"

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from lightning_viper.cli.argv import as_cli_arg
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -82,14 +84,6 @@ class CompareSpec:
         """All runs, strategy-major (each strategy's seeds and frame counts together)."""
         frames: list[int | None] = list(self.frames) if self.frames else [None]
         return [Variant(s, seed, f) for s in self.strategies for f in frames for seed in self.seeds]
-
-
-def cli_override(arg: str) -> str:
-    """``trainer.max_steps=5`` or ``--trainer.max_steps=5`` -> ``--trainer.max_steps=5``."""
-    arg = arg.strip()
-    if not arg.lstrip("-") or "=" not in arg:
-        raise ValueError(f"override {arg!r} must look like key=value, e.g. trainer.max_steps=5")
-    return arg if arg.startswith("--") else f"--{arg}"
 
 
 def _require(cond: bool, path: Path, message: str) -> None:
@@ -182,7 +176,7 @@ def load_spec(path: str | Path) -> CompareSpec:
         frames_key, frames = str(frames_cfg["key"]), [int(v) for v in frames_cfg["values"]]
         _require(bool(frames), p, "frames.values is empty")
     try:
-        overrides = [cli_override(str(o)) for o in raw.get("overrides") or []]
+        overrides = [as_cli_arg(str(o)) for o in raw.get("overrides") or []]
     except ValueError as error:
         raise ValueError(f"{p}: overrides: {error}") from None
     train = raw.get("train", True)

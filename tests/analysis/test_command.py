@@ -33,7 +33,7 @@ def _run(verb: str, trained: tuple[Path, Path, Path], *extra: str) -> Path:
     overlay, ckpt, tmp = trained
     out = tmp / verb
     main(["analyze", verb, "--config", str(DEMO), "--ckpt_path", str(ckpt), "--out", str(out),
-          f"--overrides={json.dumps(['--config', str(overlay)])}", "--max_samples=4", *extra])  # fmt: skip
+          "--override", f"config={overlay}", "--max_samples=4", *extra])  # fmt: skip
     return out
 
 

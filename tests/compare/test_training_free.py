@@ -14,7 +14,6 @@ from lightning_viper.bench.shapes import model_shape, stage_specs
 from lightning_viper.cli.viper import main as viper_main
 from lightning_viper.compare import RunRecord, compare, load_spec
 from lightning_viper.compare.budget import prefill_budget, stage_counts, vision_per_layer
-from lightning_viper.compare.cli import compare_args
 from lightning_viper.compare.report import aggregate, layer_profile, table
 from lightning_viper.compression import TokenDrop, TransV
 from lightning_viper.encoders import SiglipEncoder
@@ -46,16 +45,6 @@ def test_overrides_with_or_without_dashes(spec_file: Path) -> None:
     spec_file.write_text(text.replace("trainer.limit_val_batches=1", "trainer.limit_val_batches"))
     with pytest.raises(ValueError, match="key=value"):
         load_spec(spec_file)
-
-
-def test_plain_override_arguments() -> None:
-    args = ["compare", "s.yaml", "--override", "a.b=1", "--override=c=2", "--", "--d=3", "e=4"]
-    assert compare_args(args) == [
-        "compare", "s.yaml", "--override+=a.b=1", "--override+=c=2", "--override+=--d=3", "--override+=e=4",
-    ]  # fmt: skip
-    assert compare_args(["synth", "--override", "x"]) == ["synth", "--override", "x"]
-    with pytest.raises(SystemExit, match="needs a value"):
-        compare_args(["compare", "s.yaml", "--override"])
 
 
 def test_viper_compare_takes_plain_overrides(spec_file: Path, tmp_path: Path) -> None:
