@@ -56,9 +56,13 @@ def test_lightning_test_logs_grouped_accuracy(tmp_path: Path, monkeypatch: pytes
     # the model always answers "A", so which samples are right is known by hand: clips 0 and 4
     # (answer A; groups short + Counting Problem); everything else is wrong
     monkeypatch.setattr(VideoLM, "generate", lambda self, batch: (["A"] * batch.batch_size, {}))
-    VideoCLI(args=["test", "--config", str(ROOT / "recipes/demo_shards.yaml"), "--data.init_args.num_workers=0"])
+    # an absolute store: mlflow caches one store per URI string in the process, so the recipe's relative
+    # sqlite:///mlflow.db would reach the database of an earlier in-process test's working directory
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    VideoCLI(args=["test", "--config", str(ROOT / "recipes/demo_shards.yaml"), "--data.init_args.num_workers=0",
+                   f"--trainer.logger.init_args.tracking_uri={store}"])  # fmt: skip
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=store)
     (experiment,) = [e for e in client.search_experiments() if e.name == "demo-shards"]
     (run,) = client.search_runs([experiment.experiment_id])
     logged = run.data.metrics
