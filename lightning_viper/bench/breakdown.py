@@ -69,6 +69,7 @@ def bench_breakdown(
     device: str | None = None,
     out_dir: str = "runs/bench",
     tag: str = "breakdown",
+    encoder_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Profile one prefill or one training step and split its time by model region.
 
@@ -77,7 +78,9 @@ def bench_breakdown(
     ``{tag}_profile.txt`` (the profiler's top ops) under ``out_dir``."""
     dev = _device(device)
     trainable: list[Any] = ["projector", "backbone", "compression"]
-    lm = build_model(model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels, trainable=trainable)
+    lm = build_model(
+        model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels, trainable, encoder_options=encoder_options
+    )
     source = FrameSource(lm.encoder.image_size, min(micro_batch, frames * batch_size), dev)
     ids, _ = prompt_ids(lm, 32, dev)
     results: dict[str, Any] = {
@@ -92,6 +95,7 @@ def bench_breakdown(
             "batch_size": batch_size,
             "kernels": kernels,
             "dtype": dtype,
+            "encoder_options": encoder_options or {},
         },
     }
     run: Callable[[], None]

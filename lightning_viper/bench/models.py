@@ -87,8 +87,13 @@ def build_model(
     kernels: KernelChoice = "auto",
     gradient_checkpointing: bool = False,
     trainable: list[Any] | None = None,
+    encoder_options: dict[str, Any] | None = None,
 ) -> VideoLM:
-    """A randomly initialised :class:`VideoLM` of the named size, built on ``device`` in ``dtype``."""
+    """A randomly initialised :class:`VideoLM` of the named size, built on ``device`` in ``dtype``.
+
+    ``encoder_options`` go to the vision tower (e.g. ``{"compile": true, "precision": "fp8"}``,
+    :class:`~lightning_viper.encoders.hf_tower.HFVisionTower`)."""
+    extra = dict(encoder_options or {})
     torch_dtype = getattr(torch, dtype)
     runtime = dict(prefill_chunk=prefill_chunk, kernels=kernels, gradient_checkpointing=gradient_checkpointing)
     with building_on(device, torch_dtype):
@@ -102,11 +107,12 @@ def build_model(
                 image_size=32,
                 micro_batch=micro_batch,
                 dtype=dtype,
+                **extra,
             )
             projector = ToMeProjector(tokens_per_frame=4, num_heads=4)
             backbone: NemotronHBackbone = tiny_hybrid(**runtime)
         elif model in ("paper", "2b"):
-            encoder = siglip_so400m(micro_batch=micro_batch, dtype=dtype)
+            encoder = siglip_so400m(micro_batch=micro_batch, dtype=dtype, **extra)
             projector = ToMeProjector(tokens_per_frame=16, num_heads=16)
             backbone = nemotron_nano_9b_v2(**runtime) if model == "paper" else hybrid_2b(**runtime)
         else:

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import torch
 
@@ -16,7 +16,6 @@ from lightning_viper.bench.peer import hf_peer, hf_prefill
 from lightning_viper.bench.pipeline import FrameSource, embed_prompt, prefill, prompt_ids
 from lightning_viper.bench.shapes import model_shape, stage_specs
 from lightning_viper.bench.timing import Marks, device_info, free_memory, median, peak_gib, reset_peak, write_json
-from lightning_viper.encoders.hf_tower import HFVisionTower
 from lightning_viper.module import VideoLM
 from lightning_viper.ops.kernels import KernelChoice, resolve_kernels
 
@@ -200,7 +199,7 @@ def bench_prefill(
     plot: bool = True,
     seed: int = 0,
     encode: bool = True,
-    compile_encoder: bool = False,
+    encoder_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prefill from frames to the first token at growing frame counts, per compression strategy.
 
@@ -221,8 +220,9 @@ def bench_prefill(
         peak_tflops: dense bf16 peak for MFU; default from the GPU name (H100/H200 SXM: 989.4).
         encode: False feeds random vision tokens instead of running encoder and projector (the
             backbone's time and peak memory alone, e.g. at 100k frames; the peer is skipped).
-        compile_encoder: ``torch.compile`` the encoder's layers (``HFVisionTower.compile_layers``);
-            the warm-up at the first size pays the compilation.
+        encoder_options: vision-tower options, e.g. ``{"compile": true}`` or ``{"compile": true,
+            "precision": "fp8"}`` (:class:`~lightning_viper.encoders.hf_tower.HFVisionTower`); the
+            warm-up at the first size pays any compilation.
         out_dir, tag: results go to ``{out_dir}/{tag}.json`` (rewritten after every size) and
             ``{tag}.png``.
 
@@ -260,7 +260,7 @@ def bench_prefill(
             "dtype": dtype,
             "peak_flops": peak,
             "encode": encode,
-            "compile_encoder": compile_encoder,
+            "encoder_options": encoder_options or {},
         },
         "rows": [],
         "peer": [],
@@ -268,9 +268,9 @@ def bench_prefill(
     }
     budget = Budget(time_budget_s)
     for strategy in names:
-        lm = build_model(model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels).eval()
-        if compile_encoder:
-            cast(HFVisionTower, lm.encoder).compile_layers()
+        lm = build_model(
+            model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels, encoder_options=encoder_options
+        ).eval()
         shape, specs = (
             model_shape(lm.encoder, lm.projector, lm.backbone),
             stage_specs(lm.stages()),

@@ -82,6 +82,7 @@ def bench_train(
     out_dir: str = "runs/bench",
     tag: str = "train",
     seed: int = 0,
+    encoder_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Time a stage-2 training step with gradient checkpointing off and on.
 
@@ -92,6 +93,7 @@ def bench_train(
         strategy: compression trained with the model (default the paper's TransV setting).
         warmup, repeats: untimed and timed steps (median reported).
         peak_tflops: dense bf16 peak for MFU (default from the GPU name).
+        encoder_options: vision-tower options (e.g. ``{"compile": true}``), as in ``bench_prefill``.
 
     Returns (and writes to ``{out_dir}/{tag}.json``): ``device``, ``config`` and one row per
     checkpointing setting: step_ms, forward_ms, tokens_per_s (LLM input tokens, all samples),
@@ -123,12 +125,21 @@ def bench_train(
             "kernels_resolved": resolve_kernels(kernels, dev),
             "dtype": dtype,
             "peak_flops": peak,
+            "encoder_options": encoder_options or {},
         },
         "rows": [],
     }
     out = Path(out_dir) / f"{tag}.json"
     lm = build_model(
-        model, strategy, dev, dtype, micro_batch, None, kernels, trainable=["projector", "backbone", "compression"]
+        model,
+        strategy,
+        dev,
+        dtype,
+        micro_batch,
+        None,
+        kernels,
+        trainable=["projector", "backbone", "compression"],
+        encoder_options=encoder_options,
     )
     lm.train()
     shape, specs = (

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 from lightning_viper.backbones.loading import CheckpointError
 from lightning_viper.encoders.base import VisionEncoder
 from lightning_viper.encoders.batching import map_frames
+from lightning_viper.encoders.vit_layer import Precision, ViTLayers
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +102,14 @@ class HFVisionTower(VisionEncoder):
         hidden_act: the MLP activation of a randomly initialised tower (only without ``path``; None:
             the family's default, SigLIP ``gelu_pytorch_tanh``). timm's so400m/14 SigLIP, which
             TimeViper uses, runs the exact ``gelu``.
-        compile: ``torch.compile`` each encoder layer (one compiled graph shared by all layers:
-            fuses the norms, bias + activation and residual adds around the matmuls). The first
-            micro-batch of each new shape pays the compilation.
+        compile: ``torch.compile`` the encoder layer (one compiled graph shared by all layers:
+            fuses the norms and residual adds around the matmuls). The first micro-batch of each
+            new shape pays the compilation.
+        fused: run the encoder layers through :mod:`~lightning_viper.encoders.vit_layer` (fused
+            QKV, GEMM epilogues, no per-layer hidden-state list) on the tower's own weights;
+            False runs transformers' forward (the reference the tests compare against).
+        precision: "bf16" (the parameter dtype) or "fp8": float8 GEMMs for a frozen tower on a
+            Hopper-class GPU (needs ``fused``; opt-in, error vs bf16 in docs/benchmarks.md).
     """
 
     family: ClassVar[str]
@@ -131,6 +139,8 @@ class HFVisionTower(VisionEncoder):
         dtype: str = "float32",
         hidden_act: str | None = None,
         compile: bool = False,
+        fused: bool = True,
+        precision: Precision = "bf16",
     ) -> None:
         super().__init__()
         family = self.family
@@ -166,7 +176,10 @@ class HFVisionTower(VisionEncoder):
         self.embed_dim = int(config.hidden_size)
         self.num_patches = (self.image_size // square(config.patch_size)) ** 2
         self._setup(mean, std, feature_layer, freeze, micro_batch, int(config.num_hidden_layers))
-        if compile:
+        if precision == "fp8" and not (fused and freeze):
+            raise ValueError("precision='fp8' needs fused=True and freeze=True (fp8 weights are quantised once)")
+        self._fused = ViTLayers(str(config.hidden_act), compile, precision) if fused else None
+        if compile and not fused:
             self.compile_layers()
 
     def _setup(
@@ -210,6 +223,16 @@ class HFVisionTower(VisionEncoder):
                 setattr(tower, name, nn.Identity())
         self._hidden_index = keep  # hidden_states[0] is the embeddings, [i] the output of layer i - 1
 
+    @contextmanager
+    def transformers_forward(self) -> Iterator[None]:
+        """Run transformers' own forward (not the fused layers) inside the block: the reference the
+        fused path is checked against."""
+        fused, self._fused = self._fused, None
+        try:
+            yield
+        finally:
+            self._fused = fused
+
     def train(self, mode: bool = True) -> HFVisionTower:
         """Frozen towers stay in eval mode (no dropout, fixed statistics) whatever the parent does."""
         super().train(mode)
@@ -219,6 +242,16 @@ class HFVisionTower(VisionEncoder):
 
     def _features(self, pixels: Tensor) -> Tensor:
         """(f, 3, H, W) normalised pixels -> (f, P, Dv) features of ``feature_layer``."""
+        if self._fused is not None:
+            tower: Any = getattr(self.model, "vision_model", self.model)
+            x = tower.embeddings(pixels)  # (f, prefix + P, Dv)
+            pre_norm = getattr(tower, "pre_layrnorm", None)  # CLIP normalises the embeddings
+            if pre_norm is not None:
+                x = pre_norm(x)
+            x, last_input = self._fused(x, self.layers(), keep_input_of_last=self._attention is not None)
+            if self._attention is not None and last_input is not None:
+                self._attention.append(self._attention_received(last_input))
+            return x[:, self.num_prefix_tokens :]
         out = self.model(pixel_values=pixels, output_hidden_states=True)
         layer_out: Tensor = out.hidden_states[self._hidden_index]  # (f, prefix + P, Dv)
         if self._attention is not None:  # opt-in (keep_attention); off by default

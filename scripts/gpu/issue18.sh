@@ -32,8 +32,13 @@ for what in "$@"; do
     step decode "${DECODE_S:-150}" decode "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_decode_32k\", \"repeats\": 2}" ;;
   profile)  # where one TransV prefill of 1,024 frames spends its time
     step profile "${PROFILE_S:-90}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_breakdown_1k\", \"frames\": 1024}" ;;
-  encoder)  # SigLIP so400m alone: micro-batch 128 / 256, eager / compiled layers
-    step encoder "${ENCODER_S:-150}" encoder "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_encoder\", \"frames\": 512}" ;;
+  encoder)  # SigLIP so400m alone: transformers' / fused layers, eager / compiled, bf16 / fp8; SDPA backends
+    step encoder "${ENCODER_S:-300}" encoder "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_encoder\", \"frames\": 512,
+      \"sdpa_backends\": [\"cudnn\", \"flash\", \"efficient\"]}" ;;
+  gputests)  # the GPU test suite (pytest -m gpu)
+    timeout "${GPUTESTS_S:-300}" python3 -m pytest -q -m gpu -rA -p no:cacheprovider --continue-on-collection-errors \
+      ${GPUTESTS:-tests/backbones tests/compression tests/ops tests/encoders tests/projectors} > "$OUT/gputests.log" 2>&1
+    echo "== gputests rc=$?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/gputests.log" | tail -15 ;;
   *) echo "unknown step $what" >&2 ;;
   esac
 done

@@ -230,8 +230,40 @@ def test_decode_rows_for_both_families(tmp_path: Path) -> None:
 def test_encoder_rows(tmp_path: Path) -> None:
     from lightning_viper.bench import bench_encoder
 
-    res = bench_encoder(frames=5, micro_batches=[2, 4], compile=[False], size="tiny", repeats=2, out_dir=str(tmp_path))
-    assert [(r["micro_batch"], r["compile"], r["status"]) for r in res["rows"]] == [(2, False, "ok"), (4, False, "ok")]
+    variants = [{"fused": False}, {"fused": True}]
+    res = bench_encoder(
+        frames=5,
+        micro_batches=[2, 4],
+        variants=variants,
+        size="tiny",
+        repeats=2,
+        error_frames=3,
+        dtype="float32",
+        out_dir=str(tmp_path),
+    )
+    assert [(r["micro_batch"], r["fused"], r["status"]) for r in res["rows"]] == [
+        (2, False, "ok"),
+        (4, False, "ok"),
+        (2, True, "ok"),
+        (4, True, "ok"),
+    ]
     for row in res["rows"]:
         assert row["ms_per_frame"] == pytest.approx(row["ms"] / 5) and row["mfu"] is None and len(row["runs_ms"]) == 2
+        # float32 on the CPU: both paths are transformers' maths on the same weights
+        assert row["rel_err"] < 1e-5 and row["cos_min"] > 0.99999
     assert json.loads((tmp_path / "encoder.json").read_text())["rows"][1]["micro_batch"] == 4
+
+
+def test_encoder_error_sees_different_weights() -> None:
+    """The error columns can fail: features of another seed's weights are far from the reference."""
+    from lightning_viper.bench.encoder import feature_error, natural_frames
+    from lightning_viper.encoders.siglip import SiglipEncoder
+
+    x = natural_frames(2, 32)
+    assert x.dtype == torch.uint8 and x.shape == (2, 3, 32, 32) and x.float().std() > 10
+    torch.manual_seed(0)
+    a = SiglipEncoder()(x)
+    torch.manual_seed(1)
+    b = SiglipEncoder()(x)
+    assert feature_error(b, a)["rel_err"] > 0.1
+    assert feature_error(a, a) == {"rel_err": 0.0, "cos_min": pytest.approx(1.0)}
