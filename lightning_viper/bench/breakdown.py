@@ -79,7 +79,15 @@ def bench_breakdown(
     dev = _device(device)
     trainable: list[Any] = ["projector", "backbone", "compression"]
     lm = build_model(
-        model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels, trainable, encoder_options=encoder_options
+        model,
+        strategy,
+        dev,
+        dtype,
+        micro_batch,
+        prefill_chunk,
+        kernels,
+        trainable=trainable,
+        encoder_options=encoder_options,
     )
     source = FrameSource(lm.encoder.image_size, min(micro_batch, frames * batch_size), dev)
     ids, _ = prompt_ids(lm, 32, dev)
