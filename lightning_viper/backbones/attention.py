@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lightning_viper.backbones.cache import KVCache
 from lightning_viper.backbones.norm import RMSNorm
-from lightning_viper.ops.attention import causal_attention
+from lightning_viper.ops.attention import RowLayout, causal_attention
 
 
 def rope_cos_sin(position: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -45,8 +45,11 @@ class GQAttention(nn.Module):
         qkv_bias: biases on the q/k/v projections. out_bias: bias on o_proj.
         rope_theta: rotary base; None = no positional encoding.
 
-    Called as ``attn(x, mask, segment, cache, position)`` like every mixer: x (B, T, D), mask
-    (B, T) bool, segment (B, T) long, position (B, T) long (needed with rotary positions).
+    Called as ``attn(x, mask, segment, cache, position, layout)`` like every mixer: x (B, T, D),
+    mask (B, T) bool, segment (B, T) long, position (B, T) long (needed with rotary positions),
+    layout the host-side :class:`~lightning_viper.ops.attention.RowLayout` of the keys it attends
+    (cached + new) when the caller knows it (None: read from the device). ``decode`` takes one
+    new token per row.
     """
 
     def __init__(
@@ -70,8 +73,9 @@ class GQAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=out_bias)
 
-    def new_cache(self) -> KVCache:
-        return KVCache()
+    def new_cache(self, max_length: int | None = None) -> KVCache:
+        """An empty cache: dynamic, or static with ``max_length`` columns (see :class:`KVCache`)."""
+        return KVCache(max_length)
 
     def heads(self, proj: nn.Linear, x: Tensor) -> Tensor:
         """(B, T, D) -> (B, heads, T, head_dim) through ``proj``."""
@@ -106,7 +110,13 @@ class GQAttention(nn.Module):
         return out
 
     def forward(
-        self, x: Tensor, mask: Tensor, segment: Tensor, cache: KVCache | None = None, position: Tensor | None = None
+        self,
+        x: Tensor,
+        mask: Tensor,
+        segment: Tensor,
+        cache: KVCache | None = None,
+        position: Tensor | None = None,
+        layout: RowLayout | None = None,
     ) -> Tensor:
         """x (B, T, D) -> (B, T, D); with a cache, attends to the cached keys too and appends."""
         q = self.query(x, position)  # (B, Hq, T, hd)
@@ -115,7 +125,20 @@ class GQAttention(nn.Module):
         if cache is not None:
             k, v, key_mask, key_segment = cache.append(k, v, mask, segment, position)
         query_segment = torch.where(mask, segment, torch.full_like(segment, -1))
-        return self.output(causal_attention(q, k, v, key_mask, key_segment, query_segment, self.scale))
+        return self.output(causal_attention(q, k, v, key_mask, key_segment, query_segment, self.scale, layout))
+
+    def decode(self, x: Tensor, segment: Tensor, cache: KVCache) -> Tensor:
+        """One new token per row after the prefill: x (B, 1, D) of segment (B, 1) -> (B, 1, D).
+
+        Appends to ``cache`` (in place when it is static) and attends every cached key of the
+        token's segment in one masked call: no host sync, fixed shapes with a static cache."""
+        if cache.next_position is None and (self.rope_theta is not None or cache.k is None):
+            raise RuntimeError("KVCache is empty: run a prefill forward with this cache before decoding")
+        position = None if cache.next_position is None else cache.next_position.unsqueeze(1)  # (B, 1)
+        q = self.query(x, position)  # (B, Hq, 1, hd)
+        k, v = self.key_value(x, position)  # (B, Hkv, 1, hd)
+        keys, values, key_mask, key_segment = cache.append_token(k, v, segment)
+        return self.output(causal_attention(q, keys, values, key_mask, key_segment, segment, self.scale))
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from lightning_viper.backbones.attention import AttentionLayer, GQAttention
-from lightning_viper.backbones.cache import BackboneCache, LayerCache
+from lightning_viper.backbones.cache import BackboneCache, KVCache, LayerCache
 from lightning_viper.backbones.mamba2 import Mamba2Mixer
 from lightning_viper.backbones.norm import RMSNorm
 from lightning_viper.backbones.scores import query_attention
+from lightning_viper.ops.attention import RowLayout, row_layout
 from lightning_viper.ops.profiling import region
 from lightning_viper.sequence import SequenceState
 
@@ -29,12 +30,23 @@ LayerKind = Literal["mamba", "attention", "mlp", "decoder"]
 
 @dataclass
 class StageRecord:
-    """What one compression stage did in one forward pass (summed over the batch)."""
+    """What one compression stage did in one forward pass (summed over the batch).
+
+    The counts stay on the device until read (``vision_before`` / ``vision_after``), so recording
+    a stage adds no host sync to the forward."""
 
     name: str
     layer: int
-    vision_before: int
-    vision_after: int
+    before: Tensor  # () long: vision tokens before the stage
+    after: Tensor  # () long: vision tokens after it
+
+    @property
+    def vision_before(self) -> int:
+        return int(self.before)
+
+    @property
+    def vision_after(self) -> int:
+        return int(self.after)
 
 
 @dataclass
@@ -48,12 +60,18 @@ class BackboneLayer(Protocol):
     """The contract every layer of ``Backbone.layers`` follows (see :class:`Backbone`)."""
 
     def __call__(
-        self, hidden: Tensor, mask: Tensor, segment: Tensor, position: Tensor | None, cache: Any = None
+        self,
+        hidden: Tensor,
+        mask: Tensor,
+        segment: Tensor,
+        position: Tensor | None,
+        cache: Any = None,
+        layout: RowLayout | None = None,
     ) -> Tensor: ...
 
     def step(self, hidden: Tensor, segment: Tensor, cache: Any) -> Tensor: ...
 
-    def new_cache(self) -> LayerCache: ...
+    def new_cache(self, max_length: int | None = None) -> LayerCache: ...
 
 
 class MixerOverride(Protocol):
@@ -75,7 +93,13 @@ class _OverriddenMixer(nn.Module):
         self.original = (mixer,)  # a tuple: not registered as a submodule of the stand-in
 
     def forward(
-        self, x: Tensor, mask: Tensor, segment: Tensor, cache: Any = None, position: Tensor | None = None
+        self,
+        x: Tensor,
+        mask: Tensor,
+        segment: Tensor,
+        cache: Any = None,
+        position: Tensor | None = None,
+        layout: RowLayout | None = None,
     ) -> Tensor:
         return self.override(self.index, self.original[0], x, self.state)
 
@@ -88,10 +112,14 @@ class Backbone(nn.Module, ABC):
     loop, chunked prefill, gradient checkpointing, the generation cache, decoding and attention
     scores are shared. Every layer follows one contract:
 
-    * ``layer(hidden, mask, segment, position, cache)``: (B, T, D) -> (B, T, D), residual included;
-      appends what it saw to ``cache`` (its own entry of the :class:`BackboneCache`) when given;
-    * ``layer.step(hidden, segment, cache)``: one new token per row, (B, 1, D) -> (B, 1, D);
-    * ``layer.new_cache()``: its empty cache entry (a ``KVCache``, a ``MambaLayerCache`` or None).
+    * ``layer(hidden, mask, segment, position, cache, layout)``: (B, T, D) -> (B, T, D), residual
+      included; appends what it saw to ``cache`` (its own entry of the :class:`BackboneCache`) when
+      given; ``layout`` is the host-side :class:`~lightning_viper.ops.attention.RowLayout` of the
+      keys its attention sees (None: unknown, read from the device);
+    * ``layer.step(hidden, segment, cache)``: one new token per row, (B, 1, D) -> (B, 1, D), with
+      no host sync (with static caches, no shape change either: CUDA-graph safe);
+    * ``layer.new_cache(max_length)``: its empty cache entry (a ``KVCache``, static when
+      ``max_length`` is set, a ``MambaLayerCache`` or None).
     """
 
     hidden_size: int
@@ -168,12 +196,26 @@ class Backbone(nn.Module, ABC):
         )
 
     # --- the shared layer loop -----------------------------------------------------------------
+    def layout_of(self, state: SequenceState) -> RowLayout | None:
+        """:func:`~lightning_viper.ops.attention.row_layout` of ``state``, computed once per state
+        object (one host sync) and reused by every layer that sees it."""
+        memo = self._layout_memo
+        if memo is not None and memo[0] is state:
+            return memo[1]
+        layout = row_layout(state.mask, state.segment)
+        self._layout_memo = (state, layout)
+        return layout
+
+    _layout_memo: tuple[SequenceState, RowLayout | None] | None = None
+
     def run_layer(
         self, index: int, hidden: Tensor, state: SequenceState, cache: Any | None, overwrite: bool = False
     ) -> Tensor:
         """Apply layer ``index`` (residual included) to (B, T, D) -> (B, T, D); fills ``cache``
         (a :class:`BackboneCache` from ``new_cache``) when given. ``overwrite``: ``hidden`` is
-        not needed afterwards, so chunked inference may write the output over it."""
+        not needed afterwards, so chunked inference may write the output over it. Its attention
+        gets ``state``'s layout from :meth:`layout_of` (one sync per state, not per layer)."""
+        layout = self.layout_of(state)
         layer_cache: LayerCache = None
         if cache is not None:
             if not isinstance(cache, BackboneCache):
@@ -181,12 +223,11 @@ class Backbone(nn.Module, ABC):
                     f"{type(self).__name__} needs a BackboneCache from new_cache(), got {type(cache).__name__}"
                 )
             layer_cache = cache.layers[index]
-            cache.last_segment = state.segment[:, -1].clone()
         args = (index, hidden, state.mask, state.segment, state.position)
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and cache is None:
-            out: Tensor = checkpoint(self._run_chunked, *args, None, use_reentrant=False)
+            out: Tensor = checkpoint(self._run_chunked, *args, None, False, layout, use_reentrant=False)
             return out
-        return self._run_chunked(*args, layer_cache, overwrite)
+        return self._run_chunked(*args, layer_cache, overwrite, layout)
 
     def _run_chunked(
         self,
@@ -197,21 +238,30 @@ class Backbone(nn.Module, ABC):
         position: Tensor,
         layer_cache: LayerCache,
         overwrite: bool = False,
+        layout: RowLayout | None = None,
     ) -> Tensor:
         """Run one layer, over ``prefill_chunk``-token pieces carrying its cache when set;
-        ``overwrite``: without autograd, chunked outputs may be written over ``hidden``."""
+        ``overwrite``: without autograd, chunked outputs may be written over ``hidden``.
+        ``layout`` (of the T tokens) becomes the layout of each call's keys while the cache
+        holds only this forward's tokens (a cache that held keys before: unknown, None)."""
         layer = self.layer_at(index)
         t = hidden.shape[1]
         step = self.prefill_chunk
+        if isinstance(layer_cache, KVCache) and layer_cache.length > 0:
+            layout = None
         if step is None or t <= step:
-            out: Tensor = layer(hidden, mask, segment, position, layer_cache)
+            out: Tensor = layer(hidden, mask, segment, position, layer_cache, layout)
             return out
         if layer_cache is None:
             layer_cache = layer.new_cache()  # scratch state, dropped after this layer
+
+        def keys(end: int) -> RowLayout | None:  # the keys of the piece ending at column ``end``
+            return None if layout is None else layout.prefix(t, min(end, t))
+
         if torch.is_grad_enabled():  # autograd keeps every piece anyway
             pieces = [
                 layer(hidden[:, s : s + step], mask[:, s : s + step], segment[:, s : s + step],
-                      position[:, s : s + step], layer_cache)
+                      position[:, s : s + step], layer_cache, keys(s + step))
                 for s in range(0, t, step)
             ]  # fmt: skip
             return torch.cat(pieces, 1)
@@ -226,6 +276,7 @@ class Backbone(nn.Module, ABC):
                 segment[:, s : s + step],
                 position[:, s : s + step],
                 layer_cache,
+                keys(s + step),
             )
         return out
 
@@ -248,22 +299,27 @@ class Backbone(nn.Module, ABC):
             by_layer.setdefault(stage.layer, []).append(stage)
         records: list[StageRecord] = []
         given = hidden  # the caller's tensor is never written; the loop's own intermediates may be
-        for index in range(self.num_layers):
-            for stage in by_layer.get(index, []):
-                before = int(state.vision_mask().sum())
-                with region(f"stage/L{index}_{type(stage).__name__}"):
-                    hidden, state = stage(hidden, state, self)
-                records.append(StageRecord(stage.describe(), index, before, int(state.vision_mask().sum())))
-            override = mixers.get(index) if mixers else None
-            with region(f"layer/{self.layer_kinds[index]}"):
-                if override is None:
-                    chunked = self.prefill_chunk is not None and hidden.shape[1] > self.prefill_chunk
-                    if chunked and hidden is not given and not torch.is_grad_enabled():
-                        hidden = self.run_layer(index, hidden, state, cache, overwrite=True)
+        try:
+            for index in range(self.num_layers):
+                for stage in by_layer.get(index, []):
+                    before = state.vision_mask().sum()
+                    with region(f"stage/L{index}_{type(stage).__name__}"):
+                        hidden, state = stage(hidden, state, self)
+                    records.append(StageRecord(stage.describe(), index, before, state.vision_mask().sum()))
+                override = mixers.get(index) if mixers else None
+                with region(f"layer/{self.layer_kinds[index]}"):
+                    if override is None:
+                        chunked = self.prefill_chunk is not None and hidden.shape[1] > self.prefill_chunk
+                        if chunked and hidden is not given and not torch.is_grad_enabled():
+                            hidden = self.run_layer(index, hidden, state, cache, overwrite=True)
+                        else:
+                            hidden = self.run_layer(index, hidden, state, cache)
                     else:
-                        hidden = self.run_layer(index, hidden, state, cache)
-                else:
-                    hidden = self._run_overridden(index, hidden, state, override)
+                        hidden = self._run_overridden(index, hidden, state, override)
+        finally:
+            self._layout_memo = None  # holds the state only while this forward runs
+        if isinstance(cache, BackboneCache):
+            cache.last_segment = state.segment[:, -1].clone()  # the segment each row's next token continues
         return BackboneOutput(self.final_norm(hidden), state, records)
 
     def _run_overridden(self, index: int, hidden: Tensor, state: SequenceState, override: MixerOverride) -> Tensor:
@@ -278,13 +334,17 @@ class Backbone(nn.Module, ABC):
         return out
 
     # --- generation ----------------------------------------------------------------------------
-    def new_cache(self, batch_size: int) -> Any:
-        """An empty generation cache; ``forward(..., cache=c)`` fills it during prefill."""
-        return BackboneCache(batch_size, [self.layer_at(i).new_cache() for i in range(self.num_layers)])
+    def new_cache(self, batch_size: int, max_length: int | None = None) -> Any:
+        """An empty generation cache; ``forward(..., cache=c)`` fills it during prefill.
+
+        ``max_length`` (prompt + new tokens) makes every attention layer's KV cache static: a
+        decode step then keeps its shapes and can be captured in a CUDA graph."""
+        return BackboneCache(batch_size, [self.layer_at(i).new_cache(max_length) for i in range(self.num_layers)])
 
     def decode(self, hidden: Tensor, cache: Any) -> Tensor:
         """One generation step: (B, 1, D) new embeddings appended on the right -> (B, 1, D)
-        final-normed hidden. Updates ``cache``."""
+        final-normed hidden. Updates ``cache``; no host sync (with a static cache no shape change
+        either, so the step can be captured in a CUDA graph)."""
         if not isinstance(cache, BackboneCache) or cache.last_segment is None:
             raise RuntimeError("decode needs a BackboneCache filled by forward(..., cache=cache) (the prefill)")
         if hidden.shape[0] != cache.batch_size or hidden.shape[1] != 1:

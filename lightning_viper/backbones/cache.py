@@ -34,42 +34,63 @@ class MambaLayerCache:
 class KVCache:
     """Keys and values of one attention layer, left padded like the sequence it saw.
 
-    ``append`` adds any number of tokens on the right (the prefill, prefill chunks, one decoded
-    token). Without autograd the buffers grow geometrically and are written in place, so decoding
-    N tokens copies O(N) keys, not O(N^2); while gradients flow through the cache (chunked
-    training) appends concatenate, so autograd's saved tensors are never overwritten.
+    ``append`` adds any number of tokens on the right (the prefill, prefill chunks), and
+    ``append_token`` one decoded token per row. Dynamic (``max_length=None``): without autograd
+    the buffers grow geometrically and are written in place, so decoding N tokens copies O(N)
+    keys, not O(N^2); while gradients flow through the cache (chunked training) appends
+    concatenate, so autograd's saved tensors are never overwritten.
+
+    Static (``max_length`` columns, inference only): the buffers are allocated once at that size
+    by the first ``append``; ``append_token`` writes in place at a column held in a device tensor
+    (``cursor``) and returns the whole buffers, padded columns masked, so a decode step reads and
+    writes no host value and keeps its shapes: it can be captured in a CUDA graph. Decoded tokens
+    are counted on the device only; the prompt must come (``append``) before decoding, and the
+    caller sizes ``max_length`` for prompt + new tokens (writing past it is an index error).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_length: int | None = None) -> None:
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"KVCache max_length must be a positive number of columns or None, got {max_length}")
+        self.max_length = max_length
         self.k: Tensor | None = None  # (B, Hkv, capacity, hd)
         self.v: Tensor | None = None
         self.mask: Tensor | None = None  # (B, capacity) bool
         self.segment: Tensor | None = None  # (B, capacity) long, -1 on padding
         self.next_position: Tensor | None = None  # (B,) long: rotary position of each row's next token
-        self.size = 0
+        self.cursor: Tensor | None = None  # static: (1,) long, the column of the next decoded token
+        self.decoding = False  # static: append_token has run (the buffers then span every column)
+        self.size = 0  # columns written by append (and, dynamic, by append_token)
+
+    @property
+    def static(self) -> bool:
+        return self.max_length is not None
 
     @property
     def length(self) -> int:
+        """Columns the cached keys span (a decoding static cache: all ``max_length``, masked)."""
+        if self.static and self.decoding:
+            assert self.max_length is not None
+            return self.max_length
         return self.size
 
     @property
     def key(self) -> Tensor | None:
         """(B, Hkv, Tk, hd) cached keys (a view of the buffer), None before the prefill."""
-        return None if self.k is None else self.k[:, :, : self.size]
+        return None if self.k is None else self.k[:, :, : self.length]
 
     @property
     def value(self) -> Tensor | None:
-        return None if self.v is None else self.v[:, :, : self.size]
+        return None if self.v is None else self.v[:, :, : self.length]
 
     @property
     def key_mask(self) -> Tensor | None:
         """(B, Tk) bool, True on real keys."""
-        return None if self.mask is None else self.mask[:, : self.size]
+        return None if self.mask is None else self.mask[:, : self.length]
 
     @property
     def key_segment(self) -> Tensor | None:
         """(B, Tk) long, -1 on padding."""
-        return None if self.segment is None else self.segment[:, : self.size]
+        return None if self.segment is None else self.segment[:, : self.length]
 
     def append(
         self, k: Tensor, v: Tensor, mask: Tensor, segment: Tensor, position: Tensor | None = None
@@ -81,6 +102,8 @@ class KVCache:
         n = k.shape[2]
         if position is not None:
             self.next_position = position[:, -1] + 1  # the last column is a real token (left padding)
+        if self.static:
+            return self._append_static(k, v, mask, segment)
         if self.k is None or self.v is None or self.mask is None or self.segment is None:
             self.k, self.v, self.mask, self.segment, self.size = k, v, mask, segment, n
             return k, v, mask, segment
@@ -98,6 +121,59 @@ class KVCache:
             self.mask[:, size : size + n] = mask
             self.segment[:, size : size + n] = segment
         self.size = size + n
+        end = self.size
+        return self.k[:, :, :end], self.v[:, :, :end], self.mask[:, :end], self.segment[:, :end]
+
+    def append_token(self, k: Tensor, v: Tensor, segment: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Add one decoded token per row, k, v (B, Hkv, 1, hd) of segment (B, 1), after the prefill;
+        advances ``next_position``. Returns every key, value (B, Hkv, Tk, hd), key mask and key
+        segment (B, Tk): static caches return their whole buffers, written in place (no host sync)."""
+        if self.k is None or self.v is None or self.mask is None or self.segment is None:
+            raise RuntimeError("KVCache is empty: run a prefill forward with this cache before decoding")
+        if not self.static:
+            out = self.append(k, v, torch.ones_like(segment, dtype=torch.bool), segment)
+            if self.next_position is not None:
+                self.next_position = self.next_position + 1
+            return out
+        assert self.cursor is not None
+        self.decoding = True
+        self.k.index_copy_(2, self.cursor, k)
+        self.v.index_copy_(2, self.cursor, v)
+        self.mask.index_fill_(1, self.cursor, True)
+        self.segment.index_copy_(1, self.cursor, segment)
+        self.cursor.add_(1)
+        if self.next_position is not None:
+            self.next_position.add_(1)
+        return self.k, self.v, self.mask, self.segment
+
+    def _append_static(
+        self, k: Tensor, v: Tensor, mask: Tensor, segment: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``append`` into the buffers of ``max_length`` columns (allocated on the first call)."""
+        assert self.max_length is not None
+        b, hkv, n, hd = k.shape
+        if self.decoding:
+            raise RuntimeError("a static KVCache takes the whole prompt (append) before decoding; start a new cache")
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            raise ValueError("a static KVCache holds no autograd history: use KVCache() while gradients flow")
+        size = self.size
+        if size + n > self.max_length:
+            raise ValueError(
+                f"static KVCache of {self.max_length} columns cannot take {n} more after {size}: "
+                "build the cache with a larger max_length (prompt + new tokens)"
+            )
+        if self.k is None or self.v is None or self.mask is None or self.segment is None or self.cursor is None:
+            self.k = k.new_zeros(b, hkv, self.max_length, hd)
+            self.v = v.new_zeros(b, hkv, self.max_length, hd)
+            self.mask = mask.new_zeros(b, self.max_length)
+            self.segment = segment.new_full((b, self.max_length), -1)
+            self.cursor = torch.zeros(1, dtype=torch.long, device=k.device)
+        self.k[:, :, size : size + n] = k
+        self.v[:, :, size : size + n] = v
+        self.mask[:, size : size + n] = mask
+        self.segment[:, size : size + n] = segment
+        self.size = size + n
+        self.cursor.fill_(self.size)
         end = self.size
         return self.k[:, :, :end], self.v[:, :, :end], self.mask[:, :end], self.segment[:, :end]
 

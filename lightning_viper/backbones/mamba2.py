@@ -17,6 +17,7 @@ from lightning_viper.backbones.cache import MambaLayerCache
 from lightning_viper.ops import conv as torch_conv
 from lightning_viper.ops import kernels
 from lightning_viper.ops import ssd as torch_ssd
+from lightning_viper.ops.attention import RowLayout
 from lightning_viper.ops.kernels import KernelChoice
 from lightning_viper.ops.pieces import in_pieces, map_rows, tokens_per_call
 
@@ -151,10 +152,12 @@ class Mamba2Mixer(nn.Module):
         segment: Tensor,
         cache: MambaLayerCache | None = None,
         position: Tensor | None = None,
+        layout: RowLayout | None = None,
     ) -> Tensor:
         """x (B, T, D), mask (B, T) bool, segment (B, T) long -> (B, T, D). Fills ``cache``.
 
-        ``position`` is part of the mixer contract and unused: the scan carries token order."""
+        ``position`` and ``layout`` are part of the mixer contract and unused: the scan carries
+        token order and needs no host-side facts."""
         bsz, t, _ = x.shape
         cuda = self._use_cuda(x)
         keep, z, xbc, dt = self._project(x, mask)

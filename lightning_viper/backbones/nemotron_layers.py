@@ -1,7 +1,8 @@
 """The MLP mixer and the pre-norm residual block of the hybrid backbone.
 
-Every mixer is called as ``mixer(x, mask, segment, cache, position)`` with x (B, T, D), mask
-(B, T) bool, segment and position (B, T) long, so a block does not care which mixer it holds:
+Every mixer is called as ``mixer(x, mask, segment, cache, position, layout)`` with x (B, T, D),
+mask (B, T) bool, segment and position (B, T) long and the keys' host-side ``RowLayout`` (read by
+attention only, None when unknown), so a block does not care which mixer it holds:
 Mamba-2 (:mod:`~lightning_viper.backbones.mamba2`), attention without positions
 (:class:`~lightning_viper.backbones.attention.GQAttention`) or the squared-ReLU MLP below.
 Names follow transformers' NemotronH so checkpoints load by key.
@@ -16,6 +17,7 @@ from lightning_viper.backbones.attention import GQAttention
 from lightning_viper.backbones.cache import KVCache, LayerCache, MambaLayerCache
 from lightning_viper.backbones.mamba2 import Mamba2Mixer
 from lightning_viper.backbones.norm import RMSNorm
+from lightning_viper.ops.attention import RowLayout
 from lightning_viper.ops.pieces import map_rows
 
 
@@ -36,6 +38,7 @@ class SquaredReLUMLP(nn.Module):
         segment: Tensor | None = None,
         cache: None = None,
         position: Tensor | None = None,
+        layout: RowLayout | None = None,
     ) -> Tensor:
         return map_rows(self._mlp, x)
 
@@ -53,17 +56,26 @@ class HybridBlock(nn.Module):
         self.norm = RMSNorm(hidden_size, eps, weight_in_float32=True)
         self.mixer = mixer
 
-    def new_cache(self) -> LayerCache:
-        if isinstance(self.mixer, Mamba2Mixer | GQAttention):
+    def new_cache(self, max_length: int | None = None) -> LayerCache:
+        """The mixer's cache entry; ``max_length`` makes an attention layer's KV cache static."""
+        if isinstance(self.mixer, GQAttention):
+            return self.mixer.new_cache(max_length)
+        if isinstance(self.mixer, Mamba2Mixer):
             return self.mixer.new_cache()
         return None
 
     def forward(
-        self, hidden: Tensor, mask: Tensor, segment: Tensor, position: Tensor | None, cache: LayerCache = None
+        self,
+        hidden: Tensor,
+        mask: Tensor,
+        segment: Tensor,
+        position: Tensor | None,
+        cache: LayerCache = None,
+        layout: RowLayout | None = None,
     ) -> Tensor:
         """(B, T, D) -> (B, T, D)."""
         normed = self.norm(hidden.to(self.norm.weight.dtype))
-        out: Tensor = self.mixer(normed, mask, segment, cache, position)
+        out: Tensor = self.mixer(normed, mask, segment, cache, position, layout)
         return hidden + out
 
     def step(self, hidden: Tensor, segment: Tensor, cache: LayerCache) -> Tensor:
@@ -73,9 +85,10 @@ class HybridBlock(nn.Module):
             if not isinstance(cache, MambaLayerCache):
                 raise RuntimeError("a Mamba layer needs its MambaLayerCache to decode")
             return hidden + self.mixer.step(normed, cache)
+        if isinstance(self.mixer, GQAttention):
+            if not isinstance(cache, KVCache):
+                raise RuntimeError("an attention layer needs its KVCache to decode")
+            return hidden + self.mixer.decode(normed, segment, cache)
         mask = torch.ones_like(segment, dtype=torch.bool)
-        position = None
-        if isinstance(cache, KVCache) and cache.next_position is not None:
-            position = cache.next_position.unsqueeze(1)  # (B, 1)
-        out: Tensor = self.mixer(normed, mask, segment, cache, position)
+        out: Tensor = self.mixer(normed, mask, segment, cache, None)
         return hidden + out

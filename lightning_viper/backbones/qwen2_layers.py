@@ -7,13 +7,13 @@ Parameter names follow transformers' ``Qwen2DecoderLayer`` (``self_attn.q_proj``
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viper.backbones.attention import GQAttention
 from lightning_viper.backbones.cache import KVCache
 from lightning_viper.backbones.norm import RMSNorm
+from lightning_viper.ops.attention import RowLayout
 from lightning_viper.ops.pieces import map_rows
 
 
@@ -60,19 +60,23 @@ class Qwen2DecoderLayer(nn.Module):
         """The attention pre-norm."""
         return self.input_layernorm
 
-    def new_cache(self) -> KVCache:
-        return self.self_attn.new_cache()
+    def new_cache(self, max_length: int | None = None) -> KVCache:
+        return self.self_attn.new_cache(max_length)
 
     def forward(
-        self, hidden: Tensor, mask: Tensor, segment: Tensor, position: Tensor | None, cache: KVCache | None = None
+        self,
+        hidden: Tensor,
+        mask: Tensor,
+        segment: Tensor,
+        position: Tensor | None,
+        cache: KVCache | None = None,
+        layout: RowLayout | None = None,
     ) -> Tensor:
         """(B, T, D) -> (B, T, D); with a cache, attends to the cached keys too and appends."""
-        h = hidden + self.self_attn(self.input_layernorm(hidden), mask, segment, cache, position)
+        h = hidden + self.self_attn(self.input_layernorm(hidden), mask, segment, cache, position, layout)
         return h + self.mlp(self.post_attention_layernorm(h))
 
     def step(self, hidden: Tensor, segment: Tensor, cache: KVCache) -> Tensor:
         """One new token per row (B, 1, D) with its (B, 1) segment -> (B, 1, D); appends to ``cache``."""
-        if cache.next_position is None:
-            raise RuntimeError("KVCache is empty: run a prefill forward with this cache before decoding")
-        mask = torch.ones_like(segment, dtype=torch.bool)
-        return self(hidden, mask, segment, cache.next_position.unsqueeze(1), cache)
+        h = hidden + self.self_attn.decode(self.input_layernorm(hidden), segment, cache)
+        return h + self.mlp(self.post_attention_layernorm(h))

@@ -169,14 +169,29 @@ def select_vision(
     vision counts. Attention scores are only computed when something is dropped.
     """
     k = kept_counts(state, keep, rule)
+    chosen = select_dropping(selector, layer, k, hidden, state, backbone, rule)
+    return (state.mask.clone() if chosen is None else chosen), k
+
+
+def select_dropping(
+    selector: str,
+    layer: int,
+    k: Tensor,
+    hidden: Tensor,
+    state: SequenceState,
+    backbone: Backbone,
+    rule: Rule = "ours",
+) -> Tensor | None:
+    """The (B, T) keep mask for ``k`` (S,) kept vision counts, None when that drops nothing (the
+    stage then returns its input): the one host read of "is anything dropped" per stage."""
     if nothing_dropped(state, k):
-        return state.mask.clone(), k
+        return None
     if selector == "uniform":
-        return uniform_keep(state, k, rule), k
+        return uniform_keep(state, k, rule)
     if selector == "attention":
         if rule == "ours":
             scores = backbone.attention_scores(layer, hidden, state)  # (B, T) float32
         else:  # the reference scores the layer's raw input: no pre-norm
             scores = query_attention(backbone.attention_layer(layer), hidden, state, None, pre_norm=False)
-        return topk_keep(scores, state, k), k
+        return topk_keep(scores, state, k)
     raise ValueError(f"unknown selector {selector!r}; expected one of {SELECTORS}")

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from lightning_viper.compression.base import CompressionStage
-from lightning_viper.compression.selection import Rule, Selector, check_rule, check_selector, select_vision
+from lightning_viper.compression.selection import (
+    Rule,
+    Selector,
+    check_rule,
+    check_selector,
+    kept_counts,
+    select_dropping,
+)
 from lightning_viper.sequence import SequenceState, compact
 
 if TYPE_CHECKING:
@@ -48,8 +55,9 @@ class TokenDrop(CompressionStage):
 
     def forward(self, hidden: Tensor, state: SequenceState, backbone: Backbone) -> tuple[Tensor, SequenceState]:
         """(B, T, D) -> (B, T', D) with the dropped vision tokens removed and re-padded on the left."""
-        keep_mask, k = select_vision(self.selector, self.layer, self.keep, hidden, state, backbone, self.rule)
-        if bool((k >= state.num_vision()).all()):
+        k = kept_counts(state, self.keep, self.rule)
+        keep_mask = select_dropping(self.selector, self.layer, k, hidden, state, backbone, self.rule)
+        if keep_mask is None:
             return hidden, state
         return compact(hidden, state, keep_mask)
 

@@ -35,8 +35,9 @@ from lightning_viper.compression.selection import (
     Selector,
     check_rule,
     check_selector,
+    kept_counts,
     pad_by_segment,
-    select_vision,
+    select_dropping,
 )
 from lightning_viper.ops.attention import masked_attention
 from lightning_viper.sequence import SequenceState, TokenKind, compact
@@ -192,8 +193,9 @@ class TransV(CompressionStage):
         """(B, T, D) -> (B, T', D): instruction tokens updated, dropped vision tokens removed."""
         if not self._bound:
             raise RuntimeError(f"{self.describe()}: call bind(backbone) before use (VideoLM does this)")
-        keep_mask, k = select_vision(self.selector, self.layer, self.keep, hidden, state, backbone, self.rule)
-        if bool((k >= state.num_vision()).all()):
+        k = kept_counts(state, self.keep, self.rule)
+        keep_mask = select_dropping(self.selector, self.layer, k, hidden, state, backbone, self.rule)
+        if keep_mask is None:
             return hidden, state
         dropped = state.vision_mask() & state.mask & ~keep_mask
         hidden = self.transfer(hidden, state, dropped)

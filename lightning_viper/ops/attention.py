@@ -13,14 +13,39 @@ Three paths, chosen per row:
   so on GPU the flash / memory-efficient kernels run without a (Tq x Tk) mask.
 * **packed rows** whose segments are contiguous runs of valid keys: one sliced call per segment.
 * anything else (e.g. holes in the key mask): an explicit boolean mask, (rows, 1, Tq, Tk).
+
+Choosing a path needs host values (which rows are single-segment, their key counts). Read from the
+device, that is a host sync in every attention layer; a caller that knows the layout passes a
+:class:`RowLayout` instead (the backbone computes it once per forward with :func:`row_layout`).
+A single query per row (decoding) needs no choice: one masked call over every key, no sync and
+fixed shapes, so a decode step can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention.bias import causal_lower_right
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Host-side facts about the keys of one attention call, so choosing its path needs no sync.
+
+    ``lengths[r]``: row r's real keys are its last ``lengths[r]`` columns, all of one segment, and
+    its real queries are exactly the queries on those columns (padding queries carry segment -1).
+    Unpadded or left-padded rows of one sample each are like this; packed rows are not (no layout).
+    """
+
+    lengths: tuple[int, ...]
+
+    def prefix(self, width: int, end: int) -> RowLayout:
+        """The layout of columns ``[0, end)`` of these ``width`` columns (a chunked prefill's keys so far)."""
+        cut = width - end
+        return RowLayout(tuple(max(0, n - cut) for n in self.lengths))
 
 
 def _sdpa_suffix(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
@@ -89,6 +114,15 @@ def _single_segment_rows(key_mask: Tensor, key_segment: Tensor, query_segment: T
     return suffix & one_seg & q_ok & (n > 0), n
 
 
+def row_layout(mask: Tensor, segment: Tensor) -> RowLayout | None:
+    """The :class:`RowLayout` of (B, T) tokens as their own keys, None unless every row is one
+    segment on a contiguous suffix (or empty). Reads two (B,) tensors from the device: one sync."""
+    query_segment = torch.where(mask, segment, torch.full_like(segment, -1))
+    ok, n = _single_segment_rows(mask, segment, query_segment)
+    flags, counts = torch.stack(((ok | (n == 0)).long(), n)).tolist()
+    return RowLayout(tuple(counts)) if all(flags) else None
+
+
 def _segment_runs(mask: Tensor, segment: Tensor) -> list[tuple[int, int, int]] | None:
     """(segment, start, end) runs of one row's valid keys; None if a segment is split or masked."""
     seg = torch.where(mask, segment, torch.full_like(segment, -1))
@@ -104,6 +138,27 @@ def _segment_runs(mask: Tensor, segment: Tensor) -> list[tuple[int, int, int]] |
     return runs
 
 
+def single_query_attention(
+    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, key_segment: Tensor, query_segment: Tensor, scale: float
+) -> Tensor:
+    """One query per row that sees every key (decoding): a masked call, no host sync, fixed shapes.
+
+    q (B, Hq, 1, hd); k, v (B, Hkv, Tk, hd); key_mask, key_segment (B, Tk); query_segment (B, 1)
+    -> (B, Hq, 1, hd). The query attends the real keys of its segment; a padding query (or one
+    without keys) gets 0. Grouped heads become the query axis, (B, Hkv, Hq/Hkv, hd), so the call
+    needs neither ``enable_gqa`` nor copies of k/v.
+    """
+    b, hq, _, hd = q.shape
+    hkv = k.shape[1]
+    allowed = key_mask & (key_segment == query_segment) & (query_segment >= 0)  # (B, Tk)
+    empty = ~allowed.any(-1)  # (B,)
+    safe = allowed.clone()
+    safe[:, 0] |= empty  # a dummy key keeps the softmax finite; the row is zeroed below
+    grouped = q.reshape(b, hkv, hq // hkv, hd)  # query head h uses key/value head h // (Hq / Hkv)
+    out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=safe[:, None, None, :], scale=scale)
+    return out.reshape(b, hq, 1, hd).masked_fill(empty[:, None, None, None], 0.0)
+
+
 def causal_attention(
     q: Tensor,
     k: Tensor,
@@ -112,6 +167,7 @@ def causal_attention(
     key_segment: Tensor,
     query_segment: Tensor,
     scale: float,
+    layout: RowLayout | None = None,
 ) -> Tensor:
     """Segment-aware causal attention; queries are the last Tq key positions.
 
@@ -122,6 +178,8 @@ def causal_attention(
         key_segment: (B, Tk) long segment ids, -1 on padding.
         query_segment: (B, Tq) long segment ids, -1 on padding queries.
         scale: softmax scale (usually hd ** -0.5).
+        layout: what the caller knows of these keys (see :class:`RowLayout`); None = read it from
+            the device (a host sync). A wrong layout gives wrong results: pass one only when known.
 
     Returns:
         (B, Hq, Tq, hd); query i attends keys j <= its position with key_mask[j] and
@@ -133,24 +191,35 @@ def causal_attention(
         raise ValueError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv})")
     if tq > tk:
         raise ValueError(f"more queries ({tq}) than keys ({tk}): queries must be the last Tq key positions")
+    if tq == 1:
+        return single_query_attention(q, k, v, key_mask, key_segment, query_segment, scale)
     out = q.new_zeros(q.shape)  # (B, Hq, Tq, hd)
-    ok, n = _single_segment_rows(key_mask, key_segment, query_segment)
+    if layout is not None:
+        if len(layout.lengths) != b:
+            raise ValueError(f"layout describes {len(layout.lengths)} rows, the keys have {b}")
+        counts, ok_rows = list(layout.lengths), [n > 0 for n in layout.lengths]  # empty rows stay 0
+    else:
+        ok, n = _single_segment_rows(key_mask, key_segment, query_segment)
+        flags, counts = torch.stack((ok.long(), n)).tolist()  # the one sync of the check
+        ok_rows = [bool(x) for x in flags]
 
     # fast path: group single-segment rows by (valid keys, valid queries)
     groups: dict[int, list[int]] = {}
-    for row, (row_ok, count) in enumerate(zip(ok.tolist(), n.tolist(), strict=True)):
+    for row, (row_ok, count) in enumerate(zip(ok_rows, counts, strict=True)):
         if row_ok:
             groups.setdefault(count, []).append(row)
     for count, rows_list in groups.items():
         nq = min(count, tq)
-        rows = torch.tensor(rows_list, device=q.device)
         if len(rows_list) == b:  # whole batch: plain slicing, no gather
             out[:, :, tq - nq :] = _sdpa_suffix(q[:, :, tq - nq :], k[:, :, tk - count :], v[:, :, tk - count :], scale)
         else:
+            rows = torch.tensor(rows_list, device=q.device)
             res = _sdpa_suffix(q[rows, :, tq - nq :], k[rows, :, tk - count :], v[rows, :, tk - count :], scale)
             out[rows, :, tq - nq :] = res
+    if layout is not None:
+        return out
 
-    rest = [row for row, row_ok in enumerate(ok.tolist()) if not row_ok]
+    rest = [row for row, row_ok in enumerate(ok_rows) if not row_ok]
     masked_rows: list[int] = []
     for row in rest:
         runs = _segment_runs(key_mask[row], key_segment[row])
