@@ -7,22 +7,26 @@
 
 YAML picks every part by ``class_path``/``init_args``; omegaconf interpolation (``${...}``) works
 in recipes. MLflow runs are named after the recipe and the compression strategy; a test or
-resume from a checkpoint directory continues the fit's MLflow run.
+resume from a checkpoint directory continues the fit's MLflow run. NanGuard and Preemption are in
+every run: added when ``trainer.callbacks`` lacks them, unless ``--guards=false``
+(``cli/guard_callbacks.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lightning_viper.callbacks.nan_guard import NonFiniteTrainingError
 from lightning_viper.checkpoint_io import CheckpointWriteError
+from lightning_viper.cli.guard_callbacks import GUARDS_HELP, add_missing_guards
 from lightning_viper.cli.guards import (
     CONFIG_ERRORS,
     ConfigError,
@@ -33,6 +37,7 @@ from lightning_viper.cli.guards import (
     take_logger,
     use_atomic_checkpoints,
 )
+from lightning_viper.cli.list_merge import warn_positional_merges
 from lightning_viper.module import VideoLM
 from lightning_viper.tracking.flatten import flatten_config
 from lightning_viper.tracking.mlflow import MLflowLogger, recall_run, remember_run
@@ -59,6 +64,8 @@ class TrackedConfig(SaveConfigCallback):
             logger.set_tags(tags)
             if stage_name != "fit" and logger.continues_run:
                 logger.keep_run_status()  # a test of the fit's checkpoint leaves the fit's status
+            elif logger.continues_run:
+                logger.claim_run()  # a resumed fit owns its run now (tracking/liveness.py)
             path = Path(trainer.default_root_dir) / f"config-{stage_name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(config_text)
@@ -87,6 +94,9 @@ class VideoCLI(LightningCLI):
 
     def __init__(self, args: Any = None, run: bool = True, instantiate: bool = True) -> None:
         self._instantiate = instantiate
+        argv = sys.argv[1:] if args is None else args
+        if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
+            warn_positional_merges(argv)  # an overlay's callback inheriting the recipe's arguments by index
         super().__init__(
             model_class=VideoLM,
             datamodule_class=LightningDataModule,
@@ -130,11 +140,15 @@ class VideoCLI(LightningCLI):
         if self.config.get("subcommand"):
             check_ckpt_path(self.config[self.config["subcommand"]])
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--guards", type=bool, default=True, help=GUARDS_HELP)
+
     def before_instantiate_classes(self) -> None:
         if not self._instantiate:
             return
         sub = self.subcommand
         config = self.config[sub] if sub else self.config
+        add_missing_guards(config, enabled=bool(config.get("guards", True)))  # whatever the overlays did
         ckpt = config.get("ckpt_path") if sub else None
         if sub is None or ckpt is None:
             return

@@ -18,7 +18,9 @@ Each verb is a typed function: jsonargparse builds its parser, and the help come
 docstring (first line: the verb's description; Args: the options), printed as plain text
 (cli/help.py). A group of verbs is a dict with a "_help" entry. This module imports neither
 jsonargparse nor PyAV at import time, so ``python -m lightning_viper.bench`` can share
-:func:`bench_verbs` on the GPU image.
+:func:`bench_verbs` on the GPU image. Bad input (a missing file or store, a file of the wrong kind:
+``FileNotFoundError``, ``ValueError``, ``NoRunError``, ``TrackingStoreError``) ends with its message
+and exit 2, without a traceback (``VIPER_LOG_LEVEL=DEBUG`` shows it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import logging
 import os
 import sys
 from typing import Any
+
+log = logging.getLogger("lightning_viper")
 
 DESCRIPTION = (
     "lightning-viper's own verbs: synthetic and real video shards, tokenizers, strategy comparisons, "
@@ -86,9 +90,25 @@ def main(args: list[str] | None = None) -> None:
 
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     from lightning_viper.cli.argv import config_as_recipe, plain_overrides  # --config RECIPE; --override k=v
+    from lightning_viper.tracking.store import TrackingStoreError
+    from lightning_viper.tracking.summary import NoRunError
 
     argv = plain_overrides(config_as_recipe(sys.argv[1:] if args is None else args))
-    result = auto_cli(verbs(), args=argv, as_positional=True, parser_class=PlainParser, description=DESCRIPTION)
+    try:
+        result = auto_cli(verbs(), args=argv, as_positional=True, parser_class=PlainParser, description=DESCRIPTION)
+    except (
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        ValueError,
+        NoRunError,
+        TrackingStoreError,
+    ) as error:
+        # bad input (a missing file or store, a file of the wrong kind): its message, no traceback;
+        # VIPER_LOG_LEVEL=DEBUG shows the traceback
+        log.debug("viper %s failed", " ".join(argv[:1]), exc_info=True)
+        log.error("%s", error)
+        raise SystemExit(2) from None
     if isinstance(result, str):  # text meant for reading (viper summary, viper bench table)
         print(result)
     elif result is not None:

@@ -6,6 +6,8 @@ so this logger defaults to ``sqlite:///mlflow.db`` (view it with
 the CLI records each fit's run id next to its checkpoints, so ``lightning test --ckpt_path last``
 logs test metrics into the same run as the fit. A fit resumed into its run is marked and never
 logs a step twice (:meth:`MLflowLogger.resume_fit`); statuses are described in docs/reliability.md.
+Each run records the process that owns it, and each logger first marks KILLED the RUNNING runs of
+this host whose process died without closing them (``tracking.liveness``: ``kill -9``, OOM).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_viper.tracking.flatten import flatten_config
+from lightning_viper.tracking.liveness import TAG_DETECTED, owner_tags, reap_dead_runs
 from lightning_viper.tracking.store import (
     STORE_ERRORS,
     TrackingStoreError,
@@ -46,6 +49,11 @@ class MLflowLogger(MLFlowLogger):
     writable with free space, a server must answer within ``request_timeout`` seconds), MLflow's
     HTTP client makes at most ``request_retries`` retries of ``request_timeout`` seconds each, and a
     failed write raises ``TrackingStoreError`` saying what happened and what to do.
+
+    On rank 0 it then marks KILLED the store's RUNNING runs whose process on this host is gone
+    (:func:`~lightning_viper.tracking.liveness.reap_dead_runs`); a run it starts carries this
+    process as its owner (``viper.owner.*`` tags), and so does a run this session continues as its
+    own (:meth:`claim_run`).
     """
 
     def __init__(
@@ -80,11 +88,13 @@ class MLflowLogger(MLFlowLogger):
             experiment_name=experiment_name,
             run_name=run_name,
             tracking_uri=tracking_uri,
-            tags=dict(tags or {}),
+            tags={**owner_tags(), **(tags or {})} if run_id is None else dict(tags or {}),
             log_model=log_model,
             artifact_location=artifact_location,
             run_id=run_id,
         )
+        if getattr(rank_zero_only, "rank", 0) == 0:  # set by Lightning at import, from the launcher's env
+            reap_dead_runs(self._mlflow_client)  # before this run is opened: a resumed one may be among them
 
     @property
     def experiment(self) -> Any:
@@ -118,6 +128,10 @@ class MLflowLogger(MLFlowLogger):
     @store_write("log an artifact")
     def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.experiment.log_artifact(self.run_id, str(path), artifact_path)
+
+    def claim_run(self) -> None:
+        """This session will end the run (a fit continuing it): record this process as its owner."""
+        self.set_tags(owner_tags())
 
     def mark_final_status(self, status: str) -> None:
         """End the run with ``status`` (e.g. ``KILLED``) whatever Lightning's ``finalize`` asks for."""
@@ -172,7 +186,7 @@ class MLflowLogger(MLFlowLogger):
             key: max((m.step for m in client.get_metric_history(self.run_id, key)), default=-1)
             for key in run.data.metrics
         }
-        new: dict[str, Any] = {"resumed_from_step": step, "resumes": int(tags.get("resumes", 0)) + 1}
+        new: dict[str, Any] = {"resumed_from_step": step, "resumes": int(tags.get("resumes", 0)) + 1, **owner_tags()}
         if previous != "FINISHED":
             reason = tags.get("killed_by") or tags.get("failure_reason")
             if previous == "RUNNING":
@@ -184,7 +198,7 @@ class MLflowLogger(MLFlowLogger):
         if high >= step:
             new["replayed_steps"] = f"{step}-{high}"
         self.set_tags(new)
-        for key in ("killed_by", "killed_at_step", "failure_reason", "nan_guard_step"):
+        for key in ("killed_by", "killed_at_step", TAG_DETECTED, "failure_reason", "nan_guard_step"):
             if key in tags:
                 client.delete_tag(self.run_id, key)
         client.update_run(self.run_id, status="RUNNING")

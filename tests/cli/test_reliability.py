@@ -1,13 +1,15 @@
 """`lightning fit` of the demo as a user's job sees it: NaN, SIGTERM/SIGINT, kill -9, then resume.
 
 Each test runs the CLI in a subprocess (exit codes and signals are the point) on the trimmed demo,
-with the recipe's NanGuard and Preemption callbacks, and reads the results back from MLflow.
+with the recipe's NanGuard and Preemption callbacks, and reads the results back from MLflow. A run
+left RUNNING by ``kill -9`` is marked KILLED by the next process that opens the store.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ import torch
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from lightning_viper.cli.viper import main as viper
 from tests.cli.conftest import write_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,13 +175,41 @@ def test_signal_saves_a_resumable_checkpoint_and_kills_the_run(
     _assert_no_duplicate_steps(client, run)
 
 
+def test_kill_9_before_the_first_checkpoint_ends_the_run_killed_at_the_next_look(
+    tmp_path: Path, synth_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _overlays(tmp_path, synth_cache, every_n_train_steps=1000)  # no checkpoint before the kill
+    env = _env(VIPER_TEST_KILL_AT="1")
+    proc = subprocess.Popen(
+        _fit_cmd(config, "--trainer.max_steps=500"), cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, err[-3000:]
+    assert not list((tmp_path / "ckpt").glob("*.ckpt"))
+    _, run = _the_run(tmp_path)
+    assert run.info.status == "RUNNING"  # the killed process could not close it
+    host = socket.gethostname()
+    assert (run.data.tags["viper.owner.host"], run.data.tags["viper.owner.pid"]) == (host, str(proc.pid))
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    viper(["summary", "--experiment", "demo-test", "--tracking_uri", uri])  # the next process to open the store
+    reason = (
+        f"the process ended without closing the run (kill -9, out of memory): pid {proc.pid} on {host} no longer exists"
+    )
+    assert f"status: KILLED ({reason})" in capsys.readouterr().out
+    _, run = _the_run(tmp_path)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["killed_by"] == reason
+    assert run.data.tags["killed_detected"].endswith(f"by pid {os.getpid()} on {host} ({Path(sys.argv[0]).name})")
+
+
 def test_kill_9_then_resume_continues_the_run_without_duplicate_steps(tmp_path: Path, synth_cache: Path) -> None:
     config = _overlays(tmp_path, synth_cache, every_n_train_steps=3)
     killed = _run(tmp_path, _fit_cmd(config, "--trainer.max_steps=500"), VIPER_TEST_KILL_AT="5")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     client, run = _the_run(tmp_path)
     assert run.info.status == "RUNNING"  # nobody could close it
-    run_id = run.info.run_id
+    run_id, killed_pid = run.info.run_id, run.data.tags["viper.owner.pid"]
     assert _load(tmp_path / "ckpt" / "last.ckpt")["global_step"] == 3
     logged = _steps(client, run, "train/loss")
     assert max(logged) >= 3, f"the killed fit logged steps past its checkpoint: {logged}"
@@ -194,5 +225,11 @@ def test_kill_9_then_resume_continues_the_run_without_duplicate_steps(tmp_path: 
     assert tags["resumed_from_step"] == "3"
     assert tags["interrupted"] == "true"
     assert tags["interruptions"] == "1"
-    assert tags["last_interruption"].startswith("RUNNING: the process ended without closing the run")
+    # the resumed fit's logger found the run's process gone and marked it KILLED before continuing it
+    assert tags["last_interruption"] == (
+        f"KILLED: the process ended without closing the run (kill -9, out of memory): pid {killed_pid} on "
+        f"{socket.gethostname()} no longer exists"
+    )
+    assert "killed_by" not in tags and "killed_detected" not in tags
+    assert tags["viper.owner.pid"] != killed_pid, "the resumed process owns the run now"
     assert tags["replayed_steps"] == f"3-{max(logged)}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -122,13 +124,33 @@ def test_bench_table_prints_markdown_from_viper_and_the_module_door(
     assert capsys.readouterr().out.splitlines() == out
 
 
-def test_bench_table_says_what_is_wrong_with_its_input(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no results file"):
-        main(["bench", "table", str(tmp_path / "missing.json")])
+def exits_with_message(caplog: pytest.LogCaptureFixture, args: list[str]) -> str:
+    """Run ``viper ARGS``, which must exit 2 with one ERROR line (no traceback: SystemExit(2) from None)."""
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="lightning_viper"), pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert exit_info.value.__cause__ is None and exit_info.value.__suppress_context__
+    (record,) = caplog.records
+    assert record.exc_info is None
+    return record.getMessage()
+
+
+def test_bench_table_says_what_is_wrong_with_its_input(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    missing = exits_with_message(caplog, ["bench", "table", str(tmp_path / "missing.json")])
+    assert missing.startswith("no results file")
     train = tmp_path / "train.json"
     train.write_text(json.dumps({"device": "cpu", "rows": [{"checkpointing": True}]}))
-    with pytest.raises(ValueError, match="not a viper bench prefill results file"):
-        main(["bench", "table", str(train)])
+    assert "not a viper bench prefill results file" in exits_with_message(caplog, ["bench", "table", str(train)])
+
+
+def test_summary_of_a_missing_store_says_so_and_creates_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    message = exits_with_message(caplog, ["summary", "--tracking_uri", uri])
+    assert message.startswith(f"no MLflow store at {tmp_path / 'mlflow.db'}")
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_the_module_door_serves_viper_benchs_verbs() -> None:
@@ -157,7 +179,9 @@ def test_the_module_door_needs_no_jsonargparse_or_pyav() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_summary_reads_the_latest_run_of_an_sqlite_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_reads_the_latest_run_of_an_sqlite_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -172,7 +196,22 @@ def test_summary_reads_the_latest_run_of_an_sqlite_store(tmp_path: Path, capsys:
     out = capsys.readouterr().out
     assert "'newer'" in out and "test/mcq/acc" in out and "0.8750" in out
     assert "train/loss" not in out and f"mlflow ui --backend-store-uri {uri}" in out
-    from lightning_viper.tracking.summary import NoRunError
+    assert "status: RUNNING (no owner recorded" in out  # made by MlflowClient, not by the logger
+    message = exits_with_message(caplog, ["summary", "--experiment", "other", "--tracking_uri", uri])
+    assert re.match(r"no MLflow experiment named 'other'.*\['Default', 'demo'\]", message)
 
-    with pytest.raises(NoRunError, match=r"no MLflow experiment named 'other'.*\['Default', 'demo'\]"):
-        main(["summary", "--experiment", "other", "--tracking_uri", uri])
+
+def test_summary_shows_another_hosts_running_run_as_not_verified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from lightning_viper.tracking.liveness import owner_tags
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    tags = {**owner_tags(), "viper.owner.host": "gpu-node-7", "viper.owner.pid": "4242"}
+    run = client.create_run(client.create_experiment("demo"), tags=tags)
+    main(["summary", "--experiment", "demo", "--tracking_uri", uri])
+    assert "status: RUNNING (other host: pid 4242 on gpu-node-7, not verified)" in capsys.readouterr().out
+    assert client.get_run(run.info.run_id).info.status == "RUNNING", "left alone"
