@@ -148,7 +148,7 @@ def compact(hidden: Tensor, state: SequenceState, keep: Tensor) -> tuple[Tensor,
     keep = keep & state.mask
     index, valid = left_pad_index(keep)
     out = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, T', D)
-    out = out * valid.unsqueeze(-1).to(out.dtype)
+    out.masked_fill_(~valid.unsqueeze(-1), 0.0)  # in place: the gather's output is ours (no second copy)
     return out, state.gather(index, valid)
 
 

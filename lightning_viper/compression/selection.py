@@ -95,7 +95,7 @@ def pad_by_segment(values: Tensor, state: SequenceState, which: Tensor) -> tuple
     counts = torch.bincount(seg, minlength=state.num_segments)  # (S,)
     width = max(int(counts.max().item()), 1) if counts.numel() else 1
     grid = values.new_zeros(state.num_segments, width, values.shape[-1])  # (S, N, D)
-    grid = grid.index_put((seg, rank[sel]), values[sel])
+    grid.index_put_((seg, rank[sel]), values[sel])  # in place into the fresh grid (no second copy)
     valid = torch.arange(width, device=values.device)[None, :] < counts[:, None]  # (S, N)
     return grid, valid, rank
 

@@ -167,6 +167,11 @@ class TransV(CompressionStage):
         """Add the gated cross-attention from each segment's ``dropped`` (B, T) tokens to its
         instruction tokens (reference rule: every token after the video, responses included).
         (B, T, D) -> (B, T, D); segments with no dropped or no query tokens are unchanged."""
+        rows, cols, delta = self.transfer_update(hidden, state, dropped)
+        return hidden.index_put((rows, cols), hidden[rows, cols] + delta)
+
+    def transfer_update(self, hidden: Tensor, state: SequenceState, dropped: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """What :meth:`transfer` adds: (rows, cols) of the updated tokens and their (Nq, D) gated update."""
         instr = state.instruction_mask()
         if self.rule == "reference":
             instr = instr | (state.kind == TokenKind.RESPONSE)
@@ -175,10 +180,12 @@ class TransV(CompressionStage):
         keys, k_valid, _ = pad_by_segment(hidden, state, dropped)  # (S, N, D)
         s, m, _ = queries.shape
         n = keys.shape[1]
-        xq, xk = (self.norm(queries), self.norm(keys)) if self.norm is not None else (queries, keys)
+        xq = self.norm(queries) if self.norm is not None else queries
         q = self.q_proj(xq).view(s, m, self.q_heads, self.head_dim).transpose(1, 2)  # (S, Hq, M, hd)
-        k = self.k_proj(xk).view(s, n, self.kv_heads, self.head_dim).transpose(1, 2)  # (S, Hkv, N, hd)
-        v = self.v_proj(xk).view(s, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        k, v = self._keys_values(keys)  # (S, N, Hkv * hd) each
+        del keys
+        k = k.view(s, n, self.kv_heads, self.head_dim).transpose(1, 2)  # (S, Hkv, N, hd)
+        v = v.view(s, n, self.kv_heads, self.head_dim).transpose(1, 2)
         allowed = q_valid[:, :, None] & k_valid[:, None, :]  # (S, M, N)
         out = masked_attention(q, k, v, allowed, self.head_dim**-0.5)  # (S, Hq, M, hd)
         out = self.o_proj(out.transpose(1, 2).reshape(s, m, self.q_heads * self.head_dim))  # (S, M, D)
@@ -186,11 +193,34 @@ class TransV(CompressionStage):
         sel = q_rank >= 0
         rows, cols = sel.nonzero(as_tuple=True)
         update = out[state.segment[sel], q_rank[sel]]  # (Nq, D)
-        gate = torch.tanh(self.alpha).to(hidden.dtype)
-        return hidden.index_put((rows, cols), hidden[rows, cols] + gate * update)
+        return rows, cols, torch.tanh(self.alpha).to(hidden.dtype) * update
+
+    _KV_CHUNK = 65536  # dropped tokens normed and projected at a time without autograd
+
+    def _keys_values(self, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """(S, N, D) dropped tokens -> their K and V projections (S, N, Hkv * hd). Without autograd
+        the norm and projections run over pieces of the tokens, so no normed (S, N, D) copy exists."""
+        s, n, _ = keys.shape
+        if torch.is_grad_enabled() or s * n <= self._KV_CHUNK:
+            xk = self.norm(keys) if self.norm is not None else keys
+            return self.k_proj(xk), self.v_proj(xk)
+        width = self.kv_heads * self.head_dim
+        k = keys.new_empty(s, n, width)
+        v = keys.new_empty(s, n, width)
+        step = max(1, self._KV_CHUNK // s)
+        for start in range(0, n, step):
+            piece = keys[:, start : start + step]
+            xk = self.norm(piece) if self.norm is not None else piece
+            k[:, start : start + step] = self.k_proj(xk)
+            v[:, start : start + step] = self.v_proj(xk)
+        return k, v
 
     def forward(self, hidden: Tensor, state: SequenceState, backbone: Backbone) -> tuple[Tensor, SequenceState]:
-        """(B, T, D) -> (B, T', D): instruction tokens updated, dropped vision tokens removed."""
+        """(B, T, D) -> (B, T', D): instruction tokens updated, dropped vision tokens removed.
+
+        The dropped tokens are removed first and the instruction tokens updated in the compacted
+        tensor (their own fresh copy), so the stage never copies the whole (B, T, D) sequence
+        twice (the peak of a 100k-frame prefill)."""
         if not self._bound:
             raise RuntimeError(f"{self.describe()}: call bind(backbone) before use (VideoLM does this)")
         k = kept_counts(state, self.keep, self.rule)
@@ -198,8 +228,14 @@ class TransV(CompressionStage):
         if keep_mask is None:
             return hidden, state
         dropped = state.vision_mask() & state.mask & ~keep_mask
-        hidden = self.transfer(hidden, state, dropped)
-        return compact(hidden, state, keep_mask)
+        rows, cols, delta = self.transfer_update(hidden, state, dropped)
+        kept = keep_mask & state.mask
+        out, new_state = compact(hidden, state, kept)
+        counts = kept.sum(1, keepdim=True)  # (B, 1)
+        new_col = out.shape[1] - counts + kept.cumsum(1) - 1  # (B, T): each kept token's column after compaction
+        new_cols = new_col[rows, cols]  # the updated tokens are instruction tokens: always kept
+        out.index_put_((rows, new_cols), out[rows, new_cols] + delta)  # in place: ``out`` is compact's fresh tensor
+        return out, new_state
 
     def describe(self) -> str:
         rule = "" if self.rule == "ours" else f", rule={self.rule}"

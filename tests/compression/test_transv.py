@@ -20,16 +20,20 @@ def bound(backbone: FakeBackbone, **kwargs: object) -> TransV:
     return stage
 
 
+@pytest.mark.parametrize("kv_chunk", [None, 2])  # 2: the dropped tokens' K/V in pieces (the long-video path)
 @pytest.mark.parametrize("selector", ["uniform", "attention"])
 @pytest.mark.parametrize("keep", [0.0, 0.3, 0.5])
 def test_matches_reference(
-    selector: str, keep: float, hidden: Tensor, state: SequenceState, backbone: FakeBackbone
+    selector: str, keep: float, kv_chunk: int | None, hidden: Tensor, state: SequenceState, backbone: FakeBackbone
 ) -> None:
     backbone.token_scores = torch.rand(state.batch_size, state.length, generator=torch.Generator().manual_seed(5))
     stage = bound(backbone, layer=1, keep=keep, selector=selector)
+    if kv_chunk is not None:
+        stage._KV_CHUNK = kv_chunk
     with torch.no_grad():
         stage.alpha.fill_(0.7)
-    out, new = stage(hidden, state, backbone)
+    with torch.set_grad_enabled(kv_chunk is None):  # the piece-wise K/V runs without autograd
+        out, new = stage(hidden, state, backbone)
     kept = kept_vision(state, keep, backbone.token_scores if selector == "attention" else None)
     ref = naive_drop(naive_transfer(hidden, state, kept, stage), state, kept)
     torch.testing.assert_close(out, ref["hidden"], rtol=1e-10, atol=1e-10)
