@@ -81,6 +81,12 @@ class GraphStep:
         return first
 
 
+def stop_check_every(device: torch.device) -> int:
+    """Decode steps between host reads of "has every row finished": each step where a read is
+    free (CPU), :data:`STOP_CHECK_EVERY` on a GPU, where each read waits for the device."""
+    return STOP_CHECK_EVERY if device.type == "cuda" else 1
+
+
 def _rows_finished_at(finished: list[Tensor]) -> int:
     """Number of steps up to the first whose (,) flag says every row is done (all of them if none)."""
     flags = torch.stack(finished)  # (N,) bool
@@ -123,7 +129,7 @@ def greedy_generate(
         step = GraphStep(step)
     elif graphs:
         log.info("CUDA graphs need a CUDA device (the prompt is on %s): decoding eagerly, static caches", hidden.device)
-    check_every = STOP_CHECK_EVERY if hidden.device.type == "cuda" else 1
+    check_every = stop_check_every(hidden.device)
     done = torch.zeros(b, dtype=torch.bool, device=hidden.device)
     tokens: list[Tensor] = []
     finished: list[Tensor] = []  # (,) bool per step: every row done after it
