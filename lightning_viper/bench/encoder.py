@@ -142,6 +142,18 @@ def _time(
     return {"ms": median(runs), "runs_ms": runs, **peak_gib(device)}
 
 
+@torch.no_grad()
+def _profile(encoder: SiglipEncoder, source: FrameSource, frames: int, device: torch.device, path: Path) -> str:
+    """One warm micro-batch under ``torch.profiler``; its kernel table goes to ``path``."""
+    from lightning_viper.bench.breakdown import profile_run
+
+    batch = source.batch(frames)
+    _, table = profile_run(lambda: encoder(batch), device, 40)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table)
+    return str(path)
+
+
 def bench_encoder(
     frames: int = 512,
     micro_batches: list[int] | None = None,
@@ -156,6 +168,7 @@ def bench_encoder(
     tag: str = "encoder",
     seed: int = 0,
     sdpa_backends: list[str] | None = None,
+    profile: list[int] | None = None,
 ) -> dict[str, Any]:
     """Vision-encoder speed and feature error per variant and micro-batch size.
 
@@ -165,7 +178,8 @@ def bench_encoder(
     ``error_frames`` :func:`natural_frames` against transformers' float32 forward on the same
     weights. Every variant is built with the same seed, so all share one set of weights.
     ``sdpa_backends`` (e.g. ["flash", "cudnn", "efficient"]) also times one layer's attention per
-    SDPA backend (``attention`` rows). Writes ``{tag}.json``."""
+    SDPA backend (``attention`` rows). ``profile`` lists variant indexes whose one micro-batch is
+    also run under ``torch.profiler`` (kernel table ``{tag}_profile_{index}.txt``). Writes ``{tag}.json``."""
     dev = _device(device)
     info = device_info(dev)
     peak = (
@@ -184,7 +198,7 @@ def bench_encoder(
     out = Path(out_dir) / f"{tag}.json"
     probe: Tensor | None = None
     reference: Tensor | None = None
-    for options in settings:
+    for index, options in enumerate(settings):
         for mb in sizes:
             torch.manual_seed(seed)
             with building_on(dev, getattr(torch, dtype)):
@@ -214,6 +228,8 @@ def bench_encoder(
                     tflops_per_s=flops / seconds / 1e12,
                     mfu=None if peak is None else flops / seconds / peak,
                 )
+            if timing is not None and index in (profile or []):
+                row["profile"] = _profile(encoder, source, mb, dev, Path(out_dir) / f"{tag}_profile_{index}.txt")
             results["rows"].append(row)
             log.info("encoder %s", {k: v for k, v in row.items() if k != "runs_ms"})
             del encoder, source

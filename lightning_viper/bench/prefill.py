@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from lightning_viper.bench.flops import peak_bf16_flops
+from lightning_viper.bench.memory import peak_summary, trace_peak
 from lightning_viper.bench.models import DType, ModelName, Strategy, build_model
 from lightning_viper.bench.peer import hf_peer, hf_prefill
 from lightning_viper.bench.pipeline import FrameSource, embed_prompt, prefill, prompt_ids
@@ -200,6 +202,7 @@ def bench_prefill(
     seed: int = 0,
     encode: bool = True,
     encoder_options: dict[str, Any] | None = None,
+    memory_trace: bool = False,
 ) -> dict[str, Any]:
     """Prefill from frames to the first token at growing frame counts, per compression strategy.
 
@@ -223,6 +226,9 @@ def bench_prefill(
         encoder_options: vision-tower options, e.g. ``{"compile": true}`` or ``{"compile": true,
             "precision": "fp8"}`` (:class:`~lightning_viper.encoders.hf_tower.HFVisionTower`); the
             warm-up at the first size pays any compilation.
+        memory_trace: (CUDA) record the allocator around each size's runs and report what was
+            alive at the peak by allocating line (:mod:`~lightning_viper.bench.memory`): the row's
+            ``memory_peak`` and ``{tag}_memory_{strategy}_{frames}.txt``.
         out_dir, tag: results go to ``{out_dir}/{tag}.json`` (rewritten after every size) and
             ``{tag}.png``.
 
@@ -261,6 +267,7 @@ def bench_prefill(
             "peak_flops": peak,
             "encode": encode,
             "encoder_options": encoder_options or {},
+            "memory_trace": memory_trace,
         },
         "rows": [],
         "peer": [],
@@ -287,9 +294,10 @@ def bench_prefill(
                     {"frames": n, "strategy": strategy, "status": "skipped (time budget)", "predicted_s": guess}
                 )
                 continue
-            timing, oom = _guarded(
-                _measure, lm, source, n, ids, dev, warmup if i == 0 else 0, repeats, long_run_s, encode
-            )
+            with trace_peak(dev) if memory_trace else nullcontext() as peak_report:
+                timing, oom = _guarded(
+                    _measure, lm, source, n, ids, dev, warmup if i == 0 else 0, repeats, long_run_s, encode
+                )
             if timing is None:
                 results["rows"].append(
                     {"frames": n, "strategy": strategy, "status": "oom", "error": oom, **peak_gib(dev)}
@@ -301,6 +309,10 @@ def bench_prefill(
             if not encode:  # encoder and projector did not run: their work is not counted
                 flops = {**flops, "encoder": 0.0, "projector": 0.0, "total": flops["backbone"] + flops["compression"]}
             row = _row(n, strategy, timing, flops, peak)
+            if peak_report is not None:
+                row["memory_peak"] = peak_summary(peak_report)
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f"{tag}_memory_{strategy}_{n}.txt").write_text(peak_report.table(40) + "\n")
             results["rows"].append(row)
             ours[n] = row
             results["max_frames"][strategy] = n

@@ -25,7 +25,7 @@ for what in "$@"; do
   chunked)  # TransV chunked prefill at 102,400 frames: backbone peak memory (random vision tokens)
     step chunked "${CHUNKED_S:-200}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_chunked_100k\", \"prefill_chunk\": 32768,
       \"strategies\": [\"transv\"], \"frames\": [${CHUNKED_FRAMES:-102400}], \"warmup\": 0, \"repeats\": 1, \"peer\": false,
-      \"encode\": false, \"plot\": false}" ;;
+      \"encode\": false, \"plot\": false, \"memory_trace\": true}" ;;
   train)  # stage-2 step, 2B hybrid, 256 frames, no checkpointing
     step train "${TRAIN_S:-120}" train "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_train_2b\", \"checkpointing\": [false], \"repeats\": 4}" ;;
   decode)  # decode tokens/s after 32k input tokens, Nemotron-Nano-9B-v2 vs Qwen2.5-7B
@@ -34,7 +34,7 @@ for what in "$@"; do
     step profile "${PROFILE_S:-90}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_breakdown_1k\", \"frames\": 1024}" ;;
   encoder)  # SigLIP so400m alone: transformers' / fused layers, eager / compiled, bf16 / fp8; SDPA backends
     step encoder "${ENCODER_S:-300}" encoder "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_encoder\", \"frames\": 512,
-      \"sdpa_backends\": [\"cudnn\", \"flash\", \"efficient\"]}" ;;
+      \"sdpa_backends\": [\"cudnn\", \"flash\", \"efficient\"], \"profile\": [1, 3, 4]}" ;;
   gputests)  # the GPU test suite (pytest -m gpu)
     timeout "${GPUTESTS_S:-300}" python3 -m pytest -q -m gpu -rA -p no:cacheprovider --continue-on-collection-errors \
       ${GPUTESTS:-tests/backbones tests/compression tests/ops tests/encoders tests/projectors} > "$OUT/gputests.log" 2>&1
