@@ -187,7 +187,8 @@ class Mamba2Mixer(nn.Module):
             seq_idx=segment,
         )
         if cache is not None:
-            cache.conv_state, cache.ssm_state, cache.segment = conv_final, ssm_final, segment[:, -1].clone()
+            # the last column's segments: a view (segment tensors are never written in place), no copy per layer
+            cache.conv_state, cache.ssm_state, cache.segment = conv_final, ssm_final, segment[:, -1]
         return self.ssd_output(y, z)
 
     def ssd_output(self, y: Tensor, z: Tensor) -> Tensor:
