@@ -128,6 +128,7 @@ class Backbone(nn.Module, ABC):
     layers: nn.ModuleList
     gradient_checkpointing: bool = False
     prefill_chunk: int | None = None
+    _layout_memo: tuple[SequenceState, RowLayout | None] | None = None  # layout_of's, during one forward
 
     def set_runtime(self, gradient_checkpointing: bool, prefill_chunk: int | None) -> None:
         """``gradient_checkpointing`` recomputes each layer in backward (training, no cache);
@@ -205,8 +206,6 @@ class Backbone(nn.Module, ABC):
         layout = row_layout(state.mask, state.segment)
         self._layout_memo = (state, layout)
         return layout
-
-    _layout_memo: tuple[SequenceState, RowLayout | None] | None = None
 
     def run_layer(
         self, index: int, hidden: Tensor, state: SequenceState, cache: Any | None, overwrite: bool = False
