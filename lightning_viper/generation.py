@@ -124,8 +124,8 @@ def greedy_generate(
     if marks is not None:
         marks.mark("first_token")
     step = eager_step(backbone, cache)
-    captured = False
-    if graphs and hidden.device.type == "cuda":
+    captures = graphs and hidden.device.type == "cuda"
+    if captures:
         step = GraphStep(step)
     elif graphs:
         log.info("CUDA graphs need a CUDA device (the prompt is on %s): decoding eagerly, static caches", hidden.device)
@@ -140,9 +140,8 @@ def greedy_generate(
         if i == max_new_tokens - 1 or ((i + 1) % check_every == 0 and bool(finished[-1])):
             break
         next_tok = step(next_tok)
-        if marks is not None and isinstance(step, GraphStep) and not captured:
-            marks.mark("captured")
-            captured = True
+        if marks is not None and captures and i == 0:
+            marks.mark("captured")  # after the warm-up step and the capture
     if marks is not None:
         marks.mark("decoded")
     if not tokens:
