@@ -10,6 +10,8 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VIPER_LOG_LEVEL=INFO PYTORCH
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv,noheader
 B="python3 -m lightning_viper.bench"
 TAG=${TAG:-h200}
+ENC=${ENCODER_OPTIONS:-{\"compile\": true\}}  # vision tower options for prefill / train / profile (fused layers are the default)
+FRAMES=${PREFILL_FRAMES:-64, 1024, 4096, 8192, 10240}
 step() {  # name seconds verb json
   local name=$1 secs=$2; shift 2
   local t0=$SECONDS
@@ -21,17 +23,18 @@ for what in "$@"; do
   case "$what" in
   prefill)  # none / TransV whole-sequence 64..10k frames, transformers' NemotronH 64..8k (strategy none)
     step prefill "${PREFILL_S:-330}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_prefill\", \"strategies\": [\"transv\", \"none\"],
-      \"frames\": [64, 1024, 4096, 8192, 10240], \"repeats\": 2, \"peer_max_frames\": 8192, \"plot\": false}" ;;
+      \"frames\": [$FRAMES], \"repeats\": 2, \"peer_max_frames\": ${PEER_MAX:-8192}, \"plot\": false, \"encoder_options\": $ENC}" ;;
   chunked)  # TransV chunked prefill at 102,400 frames: backbone peak memory (random vision tokens)
     step chunked "${CHUNKED_S:-200}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_chunked_100k\", \"prefill_chunk\": 32768,
       \"strategies\": [\"transv\"], \"frames\": [${CHUNKED_FRAMES:-102400}], \"warmup\": 0, \"repeats\": 1, \"peer\": false,
       \"encode\": false, \"plot\": false, \"memory_trace\": true}" ;;
   train)  # stage-2 step, 2B hybrid, 256 frames, no checkpointing
-    step train "${TRAIN_S:-120}" train "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_train_2b\", \"checkpointing\": [false], \"repeats\": 4}" ;;
+    step train "${TRAIN_S:-120}" train "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_train_2b\", \"checkpointing\": [false], \"repeats\": 4,
+      \"batch_size\": ${TRAIN_BATCH:-1}, \"encoder_options\": $ENC}" ;;
   decode)  # decode tokens/s after 32k input tokens, Nemotron-Nano-9B-v2 vs Qwen2.5-7B
     step decode "${DECODE_S:-150}" decode "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_decode_32k\", \"repeats\": 2}" ;;
   profile)  # where one TransV prefill of 1,024 frames spends its time
-    step profile "${PROFILE_S:-90}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_breakdown_1k\", \"frames\": 1024}" ;;
+    step profile "${PROFILE_S:-90}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_breakdown_1k\", \"frames\": 1024, \"encoder_options\": $ENC}" ;;
   encoder)  # SigLIP so400m alone: transformers' / fused layers, eager / compiled, bf16 / fp8; SDPA backends
     step encoder "${ENCODER_S:-300}" encoder "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_encoder\", \"frames\": 512,
       \"sdpa_backends\": [\"cudnn\", \"flash\", \"efficient\"], \"profile\": [1, 3, 4]}" ;;
