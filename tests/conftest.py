@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: one torch thread per test, a session-wide demo tokenizer."""
+"""Fixtures shared by the whole suite: one torch thread per test, a session-wide demo tokenizer, one
+synthetic-data cache and one tiny trained demo checkpoint for every test that only reads one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from lightning_viper.text.tokenizer import build_demo_tokenizer, load_tokenizer
+from tests.fixtures_demo import Tiny, train_tiny
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +25,16 @@ def demo_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_tokenizer(demo_tokenizer_dir: Path):
     return load_tokenizer(demo_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def synth_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic-data cache for the whole session (generated on first use, keyed by the data's knobs)."""
+    return tmp_path_factory.mktemp("synth")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory, synth_cache: Path) -> Tiny:
+    """The trimmed demo fitted for 2 steps, once per session; tests read it and never write into its folder
+    (except runs logged to its MLflow store)."""
+    return train_tiny(tmp_path_factory.mktemp("tiny"), synth_cache)

@@ -1,4 +1,4 @@
-"""`viper analyze knockout|attention` on a tiny checkpoint trained here: JSON, PNGs and an MLflow run."""
+"""`viper analyze knockout|attention` on the session's tiny trained checkpoint: JSON, PNGs and an MLflow run."""
 
 from __future__ import annotations
 
@@ -12,41 +12,28 @@ import pytest
 from lightning_viper.analysis.knockout import measure, mixer_layers
 from lightning_viper.analysis.load import eval_batches, load
 from lightning_viper.analysis.mixers import Knockout
-from lightning_viper.cli.main import VideoCLI
 from lightning_viper.cli.viper import main
-from tests.cli.conftest import DEMO, write_overlay
+from tests.fixtures_demo import DEMO, Tiny
 
-pytestmark = pytest.mark.slow  # trains a 2-step demo checkpoint first (~40 s on CPU)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(overlay, checkpoint, tmp dir) of a 2-step demo fit."""
-    tmp = tmp_path_factory.mktemp("analyze")
-    overlay = write_overlay(tmp, tmp / "synth")
-    VideoCLI(args=["fit", "--config", str(DEMO), "--config", str(overlay), "--trainer.max_steps=2",
-                   "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1"])  # fmt: skip
-    return overlay, tmp / "ckpt" / "last.ckpt", tmp
+pytestmark = pytest.mark.slow  # the session's tiny checkpoint is trained on first use (seconds on CPU)
 
 
-def _run(verb: str, trained: tuple[Path, Path, Path], *extra: str) -> Path:
-    overlay, ckpt, tmp = trained
-    out = tmp / verb
-    main(["analyze", verb, "--config", str(DEMO), "--ckpt_path", str(ckpt), "--out", str(out),
-          "--override", f"config={overlay}", "--max_samples=4", *extra])  # fmt: skip
+def _run(verb: str, tiny: Tiny, out: Path, *extra: str) -> Path:
+    main(["analyze", verb, "--config", str(DEMO), "--ckpt_path", str(tiny.checkpoint), "--out", str(out),
+          "--override", f"config={tiny.overlay}", "--max_samples=4", *extra])  # fmt: skip
     return out
 
 
-def _run_files(tmp: Path, name: str) -> tuple[dict[str, float], list[str]]:
-    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+def _run_files(tiny: Tiny, name: str) -> tuple[dict[str, float], list[str]]:
+    mlflow.set_tracking_uri(tiny.tracking_uri)
     (run,) = mlflow.search_runs(experiment_names=["demo-test"], filter_string=f"tags.mlflow.runName = '{name}'",
                                 output_format="list")  # fmt: skip
     files = [f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "analysis")]
     return run.data.metrics, files
 
 
-def test_knockout_writes_json_plot_and_an_mlflow_run(trained: tuple[Path, Path, Path]) -> None:
-    out = _run("knockout", trained, "--layers=[0, 2]")
+def test_knockout_writes_json_plot_and_an_mlflow_run(tiny: Tiny, tmp_path: Path) -> None:
+    out = _run("knockout", tiny, tmp_path / "knockout", "--layers=[0, 2]")
     data = json.loads((out / "knockout.json").read_text())
     assert data["baseline"]["samples"] == 4
     assert [(p["layer"], p["kind"], p["flow"]) for p in data["points"]] == [
@@ -54,27 +41,24 @@ def test_knockout_writes_json_plot_and_an_mlflow_run(trained: tuple[Path, Path, 
     ]  # fmt: skip
     assert all(0.0 <= p["score"] <= 1.0 and p["loss"] > 0 for p in data["points"])
     assert (out / "knockout.png").stat().st_size > 1000
-    metrics, files = _run_files(trained[2], "demo-analyze-knockout")
+    metrics, files = _run_files(tiny, "demo-analyze-knockout")
     assert "knockout/V2I/score" in metrics and "knockout/baseline/loss" in metrics
     assert sorted(files) == ["analysis/knockout.json", "analysis/knockout.png"]
 
 
-def test_attention_writes_maps_shares_and_classes(trained: tuple[Path, Path, Path]) -> None:
-    out = _run("attention", trained)
+def test_attention_writes_maps_shares_and_classes(tiny: Tiny, tmp_path: Path) -> None:
+    out = _run("attention", tiny, tmp_path / "attention")
     data = json.loads((out / "attention.json").read_text())
     assert [lay["kind"] for lay in data["layers"]] == ["mamba", "attention", "mamba", "attention"]  # M-*M-*
     assert sum(data["classes"].values()) == 8 + 4 + 8 + 4  # every head classified
     for name in ("shares.png", "heads.png"):
         assert (out / name).stat().st_size > 1000
-    _, files = _run_files(trained[2], "demo-analyze-attention")
+    _, files = _run_files(tiny, "demo-analyze-attention")
     assert "analysis/attention.json" in files
 
 
-def test_blocking_every_vision_edge_everywhere_makes_the_answers_independent_of_the_video(
-    trained: tuple[Path, Path, Path],
-) -> None:
-    overlay, ckpt, _ = trained
-    loaded = load(str(DEMO), str(ckpt), ["--config", str(overlay)], device="cpu")
+def test_blocking_every_vision_edge_everywhere_makes_the_answers_independent_of_the_video(tiny: Tiny) -> None:
+    loaded = load(str(DEMO), str(tiny.checkpoint), ["--config", str(tiny.overlay)], device="cpu")
     batches = eval_batches(loaded.datamodule, "test", 4)
     other = [replace(b, frames=b.frames.flip(0)) for b in batches]  # other frames, same text
     everywhere = {i: Knockout("V2T") for i in mixer_layers(loaded.model)}

@@ -11,14 +11,10 @@ import pytest
 
 from lightning_viper.cli.viper import main
 from lightning_viper.inference import load_inference
-from tests.eval.tiny import Tiny, train_tiny, write_videos
+from tests.eval.videos import write_videos
+from tests.fixtures_demo import Tiny
 
 DROP = [{"class_path": "lightning_viper.compression.TokenDrop", "init_args": {"layer": 1, "keep": 0.25}}]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
-    return train_tiny(tmp_path_factory.mktemp("ask"), tmp_path_factory.mktemp("ask-synth"))
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""`compare` on the demo comparison, trimmed to two strategies and a few steps: real fit/test subprocesses."""
+"""`compare` on the demo comparison, trimmed to two strategies, one seed and a few steps: real fit/test
+subprocesses. (Several seeds and frame counts, resume and aggregation: test_store.py, on a stand-in launcher.)"""
 
 from pathlib import Path
 
@@ -8,12 +9,14 @@ from mlflow.tracking import MlflowClient
 
 from lightning_viper.compare import CompareStore, compare
 from lightning_viper.compare import runner as runner_module
+from tests.fixtures_mlflow import empty_mlflow_store
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIM = [
     "--trainer.max_steps=2",
     "--trainer.val_check_interval=2",
     "--trainer.limit_val_batches=1",
+    "--trainer.num_sanity_val_steps=0",  # the one validation at step 2 runs the val loop (and its generation)
     "--trainer.limit_test_batches=2",
     "--data.init_args.num_train=16",
     "--data.init_args.num_val=4",
@@ -24,15 +27,18 @@ TRIM = [
 
 
 @pytest.mark.slow
-def test_demo_comparison_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_comparison_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synth_cache: Path) -> None:
     monkeypatch.chdir(tmp_path)  # data cache, checkpoints and the MLflow store stay in tmp_path
     raw = yaml.safe_load((ROOT / "recipes/compare/demo.yaml").read_text())
     raw["base"] = str(ROOT / "recipes/demo.yaml")
+    raw["seeds"] = [0]  # the recipe's three seeds would triple the subprocesses (12 instead of 4)
     raw["frames"]["values"] = [4]
     raw["strategies"] = [s for s in raw["strategies"] if s["name"] in ("none", "transv_two_stage")]
     raw["tracking_uri"] = "sqlite:///mlflow.db"
     raw["overrides"] = [*raw.get("overrides", []), "--data.init_args.tasks=[mcq, grounding]"]  # both score columns
-    MlflowClient("sqlite:///mlflow.db").create_experiment(raw["experiment"], artifact_location=str(tmp_path / "art"))
+    uri = empty_mlflow_store(tmp_path / "mlflow.db", synth_cache)  # tables made once per session, not per test
+    # the absolute URI: mlflow caches one store per URI string, and the relative one served an earlier test
+    MlflowClient(uri).create_experiment(raw["experiment"], artifact_location=str(tmp_path / "art"))
     spec_path = tmp_path / "demo.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
 

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from lightning_viper.inference import Inference, InferenceError, cut_at, load_inference
-from tests.eval.tiny import Tiny, write_videos
+from tests.eval.videos import write_videos
+from tests.fixtures_demo import Tiny
 
 UNIFORM = json.dumps([{"class_path": "lightning_viper.compression.TokenDrop", "init_args": {"layer": 1, "keep": 0.25}}])
 

@@ -15,7 +15,8 @@ import pytest
 from lightning_viper.inference import load_inference
 from lightning_viper.metrics.parsing import parse_choice
 from tests.eval.lmms_tasks.utils import doc_to_text
-from tests.eval.tiny import Tiny, write_jsonl, write_videos
+from tests.eval.videos import write_jsonl, write_videos
+from tests.fixtures_demo import Tiny
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is not installed: make install (or docs/evaluation.md)")
 TASKS = Path(__file__).parent / "lmms_tasks"

@@ -1,34 +1,14 @@
-"""A tiny trained checkpoint of the demo recipe and real mp4 videos, for the inference tests."""
+"""Real mp4 needle videos and their documents, for the inference and lmms-eval tests."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lightning_viper.cli.main import VideoCLI
 from lightning_viper.data.synth import SynthConfig, render_sample
 from lightning_viper.data.video_io import encode_video
-from tests.cli.conftest import DEMO, write_overlay
-
-
-@dataclass
-class Tiny:
-    recipe: Path  # the demo recipe
-    overlay: Path  # its test overlay (data cache and outputs under the temporary directory)
-    checkpoint: Path  # last.ckpt of a 2-step fit
-
-
-def train_tiny(tmp: Path, synth_cache: Path) -> Tiny:
-    """Fit the trimmed demo for 2 steps (seconds on a CPU) and return its recipe, overlay and last.ckpt."""
-    overlay = write_overlay(tmp, synth_cache)
-    VideoCLI(
-        args=["fit", "--config", str(DEMO), "--config", str(overlay), "--trainer.max_steps=2",
-              "--trainer.limit_val_batches=0"]
-    )  # fmt: skip
-    return Tiny(DEMO, overlay, tmp / "ckpt" / "last.ckpt")
 
 
 def write_videos(out: Path, count: int, num_frames: int = 8) -> list[dict]:
