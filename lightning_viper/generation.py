@@ -75,7 +75,8 @@ class GraphStep:
             first = self.step(self.ids)
         torch.cuda.current_stream(tok.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: a DataLoader's pin-memory thread may allocate while this thread captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.out = self.step(self.ids)
         self.graph = graph
         return first
