@@ -1,8 +1,8 @@
 """``bench_encoder``: the vision encoder alone (uint8 frames -> patch features), per implementation,
-micro-batch size, ``torch.compile`` and GEMM precision, in ms per frame and MFU.
+micro-batch size and ``torch.compile``, in ms per frame and MFU.
 
 The encoder is most of the paper model's prefill, so this is where prefill MFU is won or lost.
-Variants (``{"fused": ..., "compile": ..., "precision": ...}``, the
+Variants (``{"fused": ..., "compile": ...}``, the
 :class:`~lightning_viper.encoders.hf_tower.HFVisionTower` arguments) run on the same random
 weights; each row also reports how far its features are from a float32 run of transformers' own
 forward on the same weights and frames (``rel_err``: ||f - ref|| / ||ref|| over the first
@@ -35,7 +35,6 @@ DEFAULT_VARIANTS: list[dict[str, Any]] = [
     {"fused": False, "compile": True},
     {"fused": True},
     {"fused": True, "compile": True},
-    {"fused": True, "compile": True, "precision": "fp8"},
 ]
 
 

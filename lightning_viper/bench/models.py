@@ -91,7 +91,7 @@ def build_model(
 ) -> VideoLM:
     """A randomly initialised :class:`VideoLM` of the named size, built on ``device`` in ``dtype``.
 
-    ``encoder_options`` go to the vision tower (e.g. ``{"compile": true, "precision": "fp8"}``,
+    ``encoder_options`` go to the vision tower (e.g. ``{"compile": true}``,
     :class:`~lightning_viper.encoders.hf_tower.HFVisionTower`)."""
     extra = dict(encoder_options or {})
     torch_dtype = getattr(torch, dtype)

@@ -223,9 +223,9 @@ def bench_prefill(
         peak_tflops: dense bf16 peak for MFU; default from the GPU name (H100/H200 SXM: 989.4).
         encode: False feeds random vision tokens instead of running encoder and projector (the
             backbone's time and peak memory alone, e.g. at 100k frames; the peer is skipped).
-        encoder_options: vision-tower options, e.g. ``{"compile": true}`` or ``{"compile": true,
-            "precision": "fp8"}`` (:class:`~lightning_viper.encoders.hf_tower.HFVisionTower`); the
-            warm-up at the first size pays any compilation.
+        encoder_options: vision-tower options, e.g. ``{"compile": true}`` or ``{"fused": false}``
+            (:class:`~lightning_viper.encoders.hf_tower.HFVisionTower`); the warm-up at the first
+            size pays any compilation.
         memory_trace: (CUDA) record the allocator around each size's runs and report what was
             alive at the peak by allocating line (:mod:`~lightning_viper.bench.memory`): the row's
             ``memory_peak`` and ``{tag}_memory_{strategy}_{frames}.txt``.

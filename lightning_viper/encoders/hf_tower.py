@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from lightning_viper.backbones.loading import CheckpointError
 from lightning_viper.encoders.base import VisionEncoder
 from lightning_viper.encoders.batching import map_frames
-from lightning_viper.encoders.vit_layer import Precision, ViTLayers
+from lightning_viper.encoders.vit_layer import ViTLayers
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,6 @@ class HFVisionTower(VisionEncoder):
         fused: run the encoder layers through :mod:`~lightning_viper.encoders.vit_layer` (fused
             QKV, GEMM epilogues, no per-layer hidden-state list) on the tower's own weights;
             False runs transformers' forward (the reference the tests compare against).
-        precision: "bf16" (the parameter dtype) or "fp8": float8 GEMMs for a frozen tower on a
-            Hopper-class GPU (needs ``fused``; opt-in, error vs bf16 in docs/benchmarks.md).
     """
 
     family: ClassVar[str]
@@ -140,7 +138,6 @@ class HFVisionTower(VisionEncoder):
         hidden_act: str | None = None,
         compile: bool = False,
         fused: bool = True,
-        precision: Precision = "bf16",
     ) -> None:
         super().__init__()
         family = self.family
@@ -176,9 +173,7 @@ class HFVisionTower(VisionEncoder):
         self.embed_dim = int(config.hidden_size)
         self.num_patches = (self.image_size // square(config.patch_size)) ** 2
         self._setup(mean, std, feature_layer, freeze, micro_batch, int(config.num_hidden_layers))
-        if precision == "fp8" and not (fused and freeze):
-            raise ValueError("precision='fp8' needs fused=True and freeze=True (fp8 weights are quantised once)")
-        self._fused = ViTLayers(str(config.hidden_act), compile, precision) if fused else None
+        self._fused = ViTLayers(str(config.hidden_act), compile) if fused else None
         if compile and not fused:
             self.compile_layers()
 

@@ -11,23 +11,18 @@ passes. On an H200 that memory-bound work costs more than the GEMMs of SigLIP so
 
 The weights stay the transformers modules' own parameters (names, loading and gradients are
 unchanged). :func:`vit_layer` takes only tensors, so one ``torch.compile`` graph serves every
-layer. ``precision="fp8"`` runs the four GEMMs of a frozen tower in float8 e4m3 with per-row
-activation and per-output-channel weight scales (Hopper and newer; opt-in, error stated in
-docs/benchmarks.md).
+layer. (A float8 variant of the four GEMMs was measured on an H200 and removed: slower than
+compiled bf16 and 6-8% off in its features; docs/benchmarks.md.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-Precision = Literal["bf16", "fp8"]
-FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0  # largest finite float8 e4m3fn value
 
 # transformers' activation names -> whether cuBLASLt's GELU epilogue (tanh approximation) is exact
 _TANH_GELU = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast"}
@@ -79,26 +74,9 @@ def _activation(x: Tensor, act: str) -> Tensor:
     raise ValueError(f"unsupported vision-tower activation {act!r} (gelu_pytorch_tanh, gelu or quick_gelu)")
 
 
-def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
-    """(M, K) -> float8 e4m3 (M, K) and fp32 scales (M, 1) with x ~ q * scale, per row."""
-    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)  # (M, 1)
-    scale = amax / FP8_MAX
-    return (x.float() / scale).to(FP8), scale
-
-
-def fp8_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """(N, K) weight -> float8 (N, K) and fp32 scales (1, N), one per output channel."""
-    q, scale = quantize_rows(weight.detach())
-    return q, scale.t().contiguous()
-
-
 def _linear(x: Tensor, p: dict[str, Tensor], name: str, act: str | None = None) -> Tensor:
-    """(M, K) @ W^T + b, then ``act``: bf16/fp32 through cuBLAS epilogues, fp8 via ``_scaled_mm``."""
+    """(M, K) @ W^T + b, then ``act``, with bias (and tanh-GELU) in cuBLAS epilogues."""
     w, b = p[f"{name}_w"], p[f"{name}_b"]
-    if f"{name}_w8" in p:  # fp8: W^T must be column-major, which the (N, K) row-major weight's .t() is
-        q, scale = quantize_rows(x)
-        y = torch._scaled_mm(q, p[f"{name}_w8"].t(), scale_a=scale, scale_b=p[f"{name}_s8"], bias=b, out_dtype=x.dtype)
-        return y if act is None else _activation(y, act)
     if act in _TANH_GELU and x.is_cuda:  # GEMM + bias + GELU(tanh) in one cuBLASLt call
         return torch._addmm_activation(b, x, w.t(), use_gelu=True)
     y = F.linear(x, w, b)
@@ -121,47 +99,24 @@ def vit_layer(x: Tensor, p: dict[str, Tensor], spec: LayerSpec) -> Tensor:
 
 
 class ViTLayers:
-    """Runs a tower's encoder layers through :func:`vit_layer` (optionally compiled, optionally fp8).
+    """Runs a tower's encoder layers through :func:`vit_layer`, optionally compiled.
 
     Holds no parameters: it reads the transformers layers it is given on every call, so state
-    dicts, loading, freezing and gradients stay the tower's. fp8 weights are quantised once per
-    device on first use (frozen towers only: they would go stale if the weights trained)."""
+    dicts, loading, freezing and gradients stay the tower's."""
 
-    def __init__(self, hidden_act: str, compile: bool, precision: Precision) -> None:
-        if precision not in ("bf16", "fp8"):
-            raise ValueError(f"precision must be 'bf16' or 'fp8', got {precision!r}")
+    def __init__(self, hidden_act: str, compile: bool) -> None:
         _activation(torch.zeros(1), hidden_act)  # unsupported activations fail at construction
         self.hidden_act = hidden_act
-        self.precision = precision
         self.fn = torch.compile(vit_layer, dynamic=False) if compile else vit_layer
-        self._fp8: list[dict[str, Tensor]] = []
-
-    def _fp8_weights(self, layers: list[Any], device: torch.device) -> list[dict[str, Tensor]]:
-        if len(self._fp8) != len(layers) or self._fp8[0]["qkv_w8"].device != device:
-            self._fp8 = []
-            for layer in layers:
-                weights, entry = layer_weights(layer), {}
-                for name in ("qkv", "out", "fc1", "fc2"):
-                    entry[f"{name}_w8"], entry[f"{name}_s8"] = fp8_weight(weights[f"{name}_w"])
-                self._fp8.append(entry)
-        return self._fp8
 
     def __call__(
         self, x: Tensor, layers: nn.ModuleList, keep_input_of_last: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """(f, T, D) embeddings -> (f, T, D) output of the last layer, and (when asked) its input."""
         stack = list(layers)
-        extra: list[dict[str, Tensor]] = []
-        if self.precision == "fp8":
-            if torch.is_grad_enabled() or not x.is_cuda:
-                raise RuntimeError("precision='fp8' is for a frozen vision tower on a CUDA device (no autograd)")
-            extra = self._fp8_weights(stack, x.device)
         last_input: Tensor | None = None
         for i, layer in enumerate(stack):
             if keep_input_of_last and i == len(stack) - 1:
                 last_input = x
-            p = layer_weights(layer)
-            if extra:
-                p.update(extra[i])
-            x = self.fn(x, p, layer_spec(layer, self.hidden_act))
+            x = self.fn(x, layer_weights(layer), layer_spec(layer, self.hidden_act))
         return x, last_input

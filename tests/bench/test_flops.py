@@ -58,7 +58,7 @@ def text_state(t: int) -> SequenceState:
 
 def test_encoder_matches_flop_counter() -> None:
     torch.manual_seed(0)
-    enc = SiglipEncoder(feature_layer=-1)  # runs (and needs) all layers
+    enc = SiglipEncoder(feature_layer=-1, fused=False)  # runs (and needs) all layers
     enc.model.set_attn_implementation("eager")  # matmul attention: the counter sees QK^T and AV
     frames = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     assert counted(lambda: enc(frames)) == 3 * encoder_shape(enc).flops_per_frame()
