@@ -32,7 +32,7 @@ for what in "$@"; do
     step train "${TRAIN_S:-120}" train "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_train_2b\", \"checkpointing\": [false], \"repeats\": 4,
       \"batch_size\": ${TRAIN_BATCH:-1}, \"encoder_options\": $ENC}" ;;
   decode)  # decode tokens/s after 32k input tokens, Nemotron-Nano-9B-v2 vs Qwen2.5-7B
-    step decode "${DECODE_S:-150}" decode "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_decode_32k\", \"repeats\": 2}" ;;
+    step decode "${DECODE_S:-200}" decode "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_decode_32k\", \"repeats\": 2}" ;;
   profile)  # where one TransV prefill of 1,024 frames spends its time
     step profile "${PROFILE_S:-90}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_breakdown_1k\", \"frames\": 1024, \"encoder_options\": $ENC}" ;;
   encoder)  # SigLIP so400m alone: transformers' / fused layers, eager / compiled; SDPA backends
