@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.fixtures_mlflow import empty_mlflow_store
-
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "recipes" / "demo.yaml"
 
@@ -73,7 +71,6 @@ def train_tiny(tmp: Path, synth_cache: Path) -> Tiny:
     from lightning_viper.cli.main import VideoCLI  # imported here: it takes seconds, and most tests never train
 
     overlay = write_overlay(tmp, synth_cache)
-    empty_mlflow_store(tmp / "mlflow.db", synth_cache)  # MLflow's tables made once per session, not per store
     VideoCLI(
         args=["fit", "--config", str(DEMO), "--config", str(overlay), "--trainer.max_steps=2",
               "--trainer.limit_val_batches=0"]

@@ -1,44 +1,75 @@
-"""Empty sqlite MLflow stores for tests, copied from one migrated template instead of built each time.
+"""New sqlite MLflow stores for tests, their tables copied from one template instead of built each time.
 
-MLflow creates and migrates its tables the first time a sqlite store is opened (1-3 s on the
-project's 2-core CPU); a copy of an empty store made once opens in a few tens of milliseconds and
-holds the same schema and the same ``Default`` experiment.
+MLflow builds and migrates its tables the first time it opens a sqlite store: 1.5-3 s per store on the
+project's 2-core CPU. Here MLflow's own ``_initialize_tables`` builds them once per session into a
+template (tables and schema version only, no experiment), and a new store gets a copy of it, in a few
+milliseconds. Everything after the tables (the ``Default`` experiment, its artifact root) MLflow then
+does as for any store.
+
+``tables_from_template`` makes MLflow copy the template at the moment it would build the tables, so
+what creates a store and when stays as it was (a config error that must create no store still
+creates none). tests/conftest.py keeps it on for every test that runs after MLflow was imported.
+Stores made in subprocesses are built by MLflow as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-TEMPLATE = "mlflow-empty.db"
+TEMPLATE = "mlflow-tables.db"
+_mlflow_builder: Callable[[Any], None] | None = None  # MLflow's own _initialize_tables, kept on first use
 
 
 def _template(cache: Path) -> Path:
-    """``cache/mlflow-empty.db``, created on the first call (MLflow builds its tables there)."""
+    """``cache/mlflow-tables.db``, built by MLflow on the first call."""
     path = cache / TEMPLATE
     if path.is_file():
         return path
-    from mlflow.tracking import MlflowClient  # imported here: seconds, and only tests with a store need it
+    import mlflow.store.db.utils as db_utils  # imported here: seconds, and only tests with a store need it
+    import sqlalchemy
 
     cache.mkdir(parents=True, exist_ok=True)
     building = cache / f".{TEMPLATE}.{os.getpid()}"
-    # MLflow puts the Default experiment's artifacts under the creating process's ./mlruns: keep them in cache
-    with contextlib.chdir(cache):
-        MlflowClient(f"sqlite:///{building}").search_experiments()
+    engine = sqlalchemy.create_engine(f"sqlite:///{building}")
+    try:
+        _builder(db_utils)(engine)
+    finally:
+        engine.dispose()
     os.replace(building, path)
     return path
 
 
-def empty_mlflow_store(db: Path, cache: Path) -> str:
-    """Put an empty, migrated sqlite MLflow store at ``db`` unless a file is there already; its URI.
+def _builder(db_utils: Any) -> Callable[[Any], None]:
+    """MLflow's own table builder, also while ``tables_from_template`` has replaced it."""
+    global _mlflow_builder
+    if _mlflow_builder is None:
+        _mlflow_builder = db_utils._initialize_tables
+    return _mlflow_builder
 
-    Args:
-        db: the store's file (its folder is created).
-        cache: a folder kept for the whole test session, where the template is made once.
-    """
-    if not db.exists():
-        db.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_template(cache), db)
-    return f"sqlite:///{db}"
+
+@contextlib.contextmanager
+def tables_from_template(cache: Path) -> Iterator[None]:
+    """While inside, MLflow gives a new sqlite file store its tables by copying the template (sqlite's
+    backup API, through the store's own connection); other stores are built by MLflow as usual."""
+    import mlflow.store.db.utils as db_utils
+
+    build = _builder(db_utils)
+
+    def initialize(engine: Any) -> None:
+        if engine.url.get_backend_name() != "sqlite" or engine.url.database in (None, "", ":memory:"):
+            build(engine)
+            return
+        with contextlib.closing(sqlite3.connect(_template(cache))) as source, engine.connect() as conn:
+            source.backup(conn.connection.dbapi_connection)
+
+    previous = db_utils._initialize_tables
+    db_utils._initialize_tables = initialize
+    try:
+        yield
+    finally:
+        db_utils._initialize_tables = previous

@@ -5,8 +5,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.fixtures_mlflow import empty_mlflow_store
-
 BASE = """\
 seed_everything: 0
 trainer:
@@ -43,8 +41,8 @@ strategies:
 
 
 @pytest.fixture
-def tracking_uri(tmp_path: Path, synth_cache: Path) -> str:
-    uri = empty_mlflow_store(tmp_path / "mlflow.db", synth_cache)  # the session cache holds the empty template
+def tracking_uri(tmp_path: Path) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # create the experiment here so its artifacts stay inside tmp_path
     MlflowClient(uri).create_experiment("compare-tiny", artifact_location=str(tmp_path / "artifacts"))
     return uri

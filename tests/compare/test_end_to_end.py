@@ -9,7 +9,6 @@ from mlflow.tracking import MlflowClient
 
 from lightning_viper.compare import CompareStore, compare
 from lightning_viper.compare import runner as runner_module
-from tests.fixtures_mlflow import empty_mlflow_store
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIM = [
@@ -27,7 +26,7 @@ TRIM = [
 
 
 @pytest.mark.slow
-def test_demo_comparison_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synth_cache: Path) -> None:
+def test_demo_comparison_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # data cache, checkpoints and the MLflow store stay in tmp_path
     raw = yaml.safe_load((ROOT / "recipes/compare/demo.yaml").read_text())
     raw["base"] = str(ROOT / "recipes/demo.yaml")
@@ -36,8 +35,8 @@ def test_demo_comparison_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     raw["strategies"] = [s for s in raw["strategies"] if s["name"] in ("none", "transv_two_stage")]
     raw["tracking_uri"] = "sqlite:///mlflow.db"
     raw["overrides"] = [*raw.get("overrides", []), "--data.init_args.tasks=[mcq, grounding]"]  # both score columns
-    uri = empty_mlflow_store(tmp_path / "mlflow.db", synth_cache)  # tables made once per session, not per test
-    # the absolute URI: mlflow caches one store per URI string, and the relative one served an earlier test
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # absolute: mlflow caches one store per URI string, and
+    # "sqlite:///mlflow.db" would reach the store of an earlier test that used it from another directory
     MlflowClient(uri).create_experiment(raw["experiment"], artifact_location=str(tmp_path / "art"))
     spec_path = tmp_path / "demo.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
