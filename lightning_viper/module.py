@@ -50,6 +50,8 @@ class VideoLM(LightningModule):
             of per-sample segments (no padding compute; state and attention reset per sample).
         init_from: a Lightning checkpoint of an earlier stage to take ``init_parts`` from (e.g.
             stage 2 starts from stage 1's projector); every key of those parts must be present.
+        decode_graphs: generate over static KV caches with the decode step captured as a CUDA
+            graph (on CUDA; eager elsewhere, same tokens): :func:`~lightning_viper.generation.greedy_generate`.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class VideoLM(LightningModule):
         init_from: str | None = None,
         init_parts: list[ModuleName] | None = None,
         pack_sequences: bool = False,
+        decode_graphs: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "projector", "backbone", "compression", "tokenizer"])
@@ -288,7 +291,8 @@ class VideoLM(LightningModule):
         hidden, state, _ = self.embed_batch(batch, prompt_only=True)
         vision_in = int(state.vision_mask().sum())
         max_new = self.hparams["max_new_tokens"]
-        result = greedy_generate(self.backbone, hidden, state, self.stages(), max_new, eos, pad, marks)
+        graphs = bool(self.hparams.get("decode_graphs", False))
+        result = greedy_generate(self.backbone, hidden, state, self.stages(), max_new, eos, pad, marks, graphs)
         bs = batch.batch_size
         eff = {
             "frames": float(batch.frames_per_sample.float().mean()),

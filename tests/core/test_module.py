@@ -89,6 +89,9 @@ def test_generation_after_compression_is_deterministic_and_counts_tokens(tokeniz
     assert eff["vision_tokens"] == (4 + 2) * 4 / 2  # 4 tokens per frame, per sample
     assert eff["vision_tokens_final"] == (round(0.25 * 16) + round(0.25 * 8)) / 2
     assert eff["stage0_L1_vision_after"] == eff["vision_tokens_final"]
+    model.hparams["decode_graphs"] = True  # static caches (graph capture only on CUDA): same answers
+    graphed, graphed_eff = model.generate(batch)
+    assert graphed == texts and graphed_eff == eff
 
 
 def test_strategy_name_names_the_projector_merge_and_the_stages(tokenizer) -> None:
