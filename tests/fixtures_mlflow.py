@@ -48,6 +48,11 @@ def _builder(db_utils: Any) -> Callable[[Any], None]:
     """MLflow's own table builder, also while ``tables_from_template`` has replaced it."""
     global _mlflow_builder
     if _mlflow_builder is None:
+        if not callable(getattr(db_utils, "_initialize_tables", None)):
+            raise RuntimeError(
+                "this MLflow has no mlflow.store.db.utils._initialize_tables: update tests/fixtures_mlflow.py "
+                "to the function that now builds a new store's tables"
+            )
         _mlflow_builder = db_utils._initialize_tables
     return _mlflow_builder
 
