@@ -9,31 +9,38 @@ one-line summary per row at the end; ``table`` prints its markdown.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning_viper.cli.viper import bench_verbs
 
 log = logging.getLogger("lightning_viper.bench")
 
 
+def bad_input(message: str) -> NoReturn:
+    """One line on stderr and exit status 2, like the ``viper`` verbs."""
+    sys.stderr.write(message + "\n")
+    raise SystemExit(2)
+
+
 def parse(argv: list[str], verbs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """``[VERB, JSON_KWARGS?]`` (or ``["table", PATH]``) -> the verb and its keyword arguments."""
     usage = f"usage: python -m lightning_viper.bench {'|'.join(verbs)} ['<json kwargs>'] (table: a results path)"
     if not argv or argv[0] not in verbs or len(argv) > 2:
-        raise SystemExit(usage)
+        bad_input(usage)
     verb, rest = argv[0], argv[1:]
     if verb == "table" and rest and not rest[0].lstrip().startswith("{"):
         return verb, {"results": rest[0]}
     try:
         kwargs = json.loads(rest[0]) if rest else {}
     except json.JSONDecodeError as error:
-        raise SystemExit(f"{verb}: the arguments are not JSON ({error}): e.g. '{{\"frames\": [64, 256]}}'") from error
+        bad_input(f"{verb}: the arguments are not JSON ({error}): e.g. '{{\"frames\": [64, 256]}}'")
     if not isinstance(kwargs, dict):
-        raise SystemExit(f"{verb}: the arguments must be a JSON object of keyword arguments, got {rest[0]!r}")
+        bad_input(f"{verb}: the arguments must be a JSON object of keyword arguments, got {rest[0]!r}")
     return verb, kwargs
 
 
@@ -41,7 +48,16 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=os.environ.get("VIPER_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
     verbs = bench_verbs()
     verb, kwargs = parse(argv, verbs)
-    result = verbs[verb](**kwargs)
+    try:
+        inspect.signature(verbs[verb]).bind(**kwargs)
+    except TypeError as error:
+        bad_input(f"{verb}: {error} (its arguments: {', '.join(inspect.signature(verbs[verb]).parameters)})")
+    try:
+        result = verbs[verb](**kwargs)
+    except (FileNotFoundError, ValueError) as error:  # bad input: the message alone (DEBUG: the traceback)
+        if os.environ.get("VIPER_LOG_LEVEL", "").upper() == "DEBUG":
+            raise
+        bad_input(f"{verb}: {error}")
     if isinstance(result, str):
         sys.stdout.write(result + "\n")
         return

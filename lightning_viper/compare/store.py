@@ -10,6 +10,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from lightning_viper.compare.commands import TAG_COMPARE, TAG_FRAMES, TAG_SEED, TAG_VARIANT
+from lightning_viper.tracking.liveness import owner_tags
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,17 @@ class CompareStore:
 
     def summary_run(self) -> str:
         """The id of this comparison's summary (parent) run, created on first use and reused after."""
+        owner = owner_tags()  # this process owns it now: a kill -9 is found by the next process
         existing = self._search(f"tags.`{TAG_ROLE}` = 'summary'")
         if existing:
-            return existing[0].info.run_id
+            run_id = existing[0].info.run_id
+            for key, value in owner.items():
+                self.client.set_tag(run_id, key, value)
+            return run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{self.name}-summary",
-            tags={TAG_COMPARE: self.name, TAG_ROLE: "summary"},
+            tags={TAG_COMPARE: self.name, TAG_ROLE: "summary", **owner},
         )
         return run.info.run_id
 

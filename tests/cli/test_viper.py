@@ -153,17 +153,26 @@ def test_summary_of_a_missing_store_says_so_and_creates_nothing(
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_the_module_door_serves_viper_benchs_verbs() -> None:
+def test_the_module_door_serves_viper_benchs_verbs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from lightning_viper.bench.__main__ import main as door
     from lightning_viper.bench.__main__ import parse
     from lightning_viper.cli.viper import bench_verbs, verbs
 
     group = verbs()["bench"]
     assert {k: v for k, v in group.items() if k in bench_verbs()} == bench_verbs()
     assert parse(["prefill", '{"frames": [2]}'], bench_verbs()) == ("prefill", {"frames": [2]})
-    with pytest.raises(SystemExit, match=r"usage: python -m lightning_viper\.bench"):
-        parse(["data"], bench_verbs())  # needs PyAV: viper bench only
-    with pytest.raises(SystemExit, match="not JSON"):
-        parse(["train", "{frames: 2}"], bench_verbs())
+    bad = [
+        (lambda: parse(["data"], bench_verbs()), r"usage: python -m lightning_viper\.bench"),  # PyAV: viper only
+        (lambda: parse(["train", "{frames: 2}"], bench_verbs()), "not JSON"),
+        (lambda: door(["table", str(tmp_path / "missing.json")]), "no results file"),
+        (lambda: door(["encoder", '{"framez": 2}']), "unexpected keyword argument 'framez'.*its arguments: frames"),
+    ]
+    for call, message in bad:  # bad input: one line on stderr, exit 2, no traceback
+        with pytest.raises(SystemExit) as exit_info:
+            call()
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err, err
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch, transformers and Lightning

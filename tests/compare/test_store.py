@@ -1,5 +1,7 @@
 """MLflow queries and the resume rules, against a real sqlite store (runs made with the mlflow client)."""
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from lightning_viper.compare import CompareError, CompareStore, compare, load_sp
 from lightning_viper.compare import runner as runner_module
 from lightning_viper.compare.commands import run_tags
 from lightning_viper.compare.spec import CompareSpec, Variant
+from lightning_viper.tracking.liveness import TAG_HOST, TAG_PID
 
 
 def _make_run(client: MlflowClient, exp_id: str, tags: dict[str, str], status: str, test_metric: bool) -> str:
@@ -48,6 +51,8 @@ def test_summary_run_is_created_once(tracking_uri: str) -> None:
     first = store.summary_run()
     assert store.summary_run() == first
     assert store.runs_of("none", 0, "4") == []  # the summary run is not a variant run
+    tags = store.client.get_run(first).data.tags  # owned: a kill -9 of viper compare is found later
+    assert tags[TAG_HOST] == socket.gethostname() and tags[TAG_PID] == str(os.getpid())
 
 
 class FakeLightning:
