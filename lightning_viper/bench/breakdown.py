@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from lightning_viper.bench.models import DType, ModelName, Strategy, build_model
+from lightning_viper.bench.models import STAGE2_TRAINABLE, DType, ModelName, Strategy, build_model
 from lightning_viper.bench.pipeline import FrameSource, prefill, prompt_ids, training_batch
 from lightning_viper.bench.prefill import _device
 from lightning_viper.bench.timing import device_info, peak_gib, reset_peak, write_json
@@ -77,17 +77,8 @@ def bench_breakdown(
     after a warm-up step; writes ``{tag}.json`` (``regions``, ``regions_ms``, peak memory) and
     ``{tag}_profile.txt`` (the profiler's top ops) under ``out_dir``."""
     dev = _device(device)
-    trainable: list[Any] = ["projector", "backbone", "compression"]
     lm = build_model(
-        model,
-        strategy,
-        dev,
-        dtype,
-        micro_batch,
-        prefill_chunk,
-        kernels,
-        trainable=trainable,
-        encoder_options=encoder_options,
+        model, strategy, dev, dtype, micro_batch, prefill_chunk, kernels, False, STAGE2_TRAINABLE, encoder_options
     )
     source = FrameSource(lm.encoder.image_size, min(micro_batch, frames * batch_size), dev)
     ids, _ = prompt_ids(lm, 32, dev)

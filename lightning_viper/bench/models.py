@@ -32,6 +32,7 @@ from lightning_viper.text.tokenizer import build_demo_tokenizer, load_tokenizer
 ModelName = Literal["paper", "2b", "tiny"]
 Strategy = Literal["none", "transv", "uniform_drop"]
 DType = Literal["bfloat16", "float32"]
+STAGE2_TRAINABLE: list[Any] = ["projector", "backbone", "compression"]  # what trains in stage 2
 
 
 def paper_layers(backbone: Backbone) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lightning_viper.bench.flops import peak_bf16_flops
-from lightning_viper.bench.models import DType, ModelName, Strategy, build_model
+from lightning_viper.bench.models import STAGE2_TRAINABLE, DType, ModelName, Strategy, build_model
 from lightning_viper.bench.pipeline import FrameSource, prompt_ids, training_batch
 from lightning_viper.bench.prefill import _device, _guarded
 from lightning_viper.bench.shapes import model_shape, stage_specs
@@ -130,17 +130,7 @@ def bench_train(
         "rows": [],
     }
     out = Path(out_dir) / f"{tag}.json"
-    lm = build_model(
-        model,
-        strategy,
-        dev,
-        dtype,
-        micro_batch,
-        None,
-        kernels,
-        trainable=["projector", "backbone", "compression"],
-        encoder_options=encoder_options,
-    )
+    lm = build_model(model, strategy, dev, dtype, micro_batch, None, kernels, False, STAGE2_TRAINABLE, encoder_options)
     lm.train()
     shape, specs = (
         model_shape(lm.encoder, lm.projector, lm.backbone),
