@@ -320,6 +320,7 @@ class VideoLM(LightningModule):
                     "prediction": pred,
                     "answer": meta.get("answer"),
                     "score": TaskMetrics.score_one(pred, meta),
+                    "groups": meta.get("groups") or {},  # duration bucket, task type: slice the file by them
                 }
             )
         if split is not None:

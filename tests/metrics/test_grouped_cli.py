@@ -74,6 +74,7 @@ def test_lightning_test_logs_grouped_accuracy(tmp_path: Path, monkeypatch: pytes
     by: dict[str, list[float]] = defaultdict(list)
     for row in scores:
         duration, task = GROUPS[int(row["key"].split("-")[0]) % 4]
+        assert (row["groups"]["duration"], row["groups"]["task"]) == (duration, task)  # the file slices too
         by[f"duration/{duration}"].append(row["score"])
         by[f"task/{task}"].append(row["score"])
         by["domain/Knowledge"].append(row["score"])
