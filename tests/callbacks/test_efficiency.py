@@ -26,9 +26,9 @@ def test_first_batch_pays_one_untimed_warm_up_then_time_and_memory_are_logged(to
     calls: list[int] = []
     real = module.greedy_generate
 
-    def counting(backbone, hidden, state, stages, max_new_tokens, eos, pad, marks=None):  # type: ignore[no-untyped-def]
+    def counting(backbone, hidden, state, stages, max_new_tokens, eos, pad, marks=None, **kw):  # type: ignore[no-untyped-def]
         calls.append(max_new_tokens)
-        return real(backbone, hidden, state, stages, max_new_tokens, eos, pad, marks)
+        return real(backbone, hidden, state, stages, max_new_tokens, eos, pad, marks, **kw)
 
     monkeypatch.setattr(module, "greedy_generate", counting)
     model = make_model(tokenizer, tiny_hybrid(vocab_size=512), max_new_tokens=3)
