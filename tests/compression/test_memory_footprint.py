@@ -1,0 +1,69 @@
+"""Long-video memory: the prompt splice and a TransV stage make no whole-sequence copies beyond the
+one each needs (on an H200 a 102,400-frame prefill peaked at 86 GiB from such copies in splice;
+docs/benchmarks.md, "Issue 18, second pass"). Checked on the CPU by watching every aten op's
+fresh outputs (outputs that alias an input, i.e. in-place ops, are not new memory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from lightning_viper.compression import TransV
+from lightning_viper.sequence import SequenceState
+from lightning_viper.splice import splice
+
+from .conftest import FakeBackbone, make_state
+
+D = 16
+
+
+class BigOutputs(TorchDispatchMode):
+    """Records the aten ops whose NEW outputs hold at least ``nbytes`` bytes."""
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__()
+        self.nbytes = nbytes
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
+        for t in tree_leaves(out):
+            if isinstance(t, Tensor) and t.nbytes >= self.nbytes and t.untyped_storage().data_ptr() not in inputs:
+                self.ops.append(str(func.overloadpacket.__name__))
+        return out
+
+
+def test_splice_allocates_the_sequence_once() -> None:
+    ph, n_vision = 3, 2000
+    ids = torch.tensor([[5, ph, 6, 7, 8]])
+    text = torch.randn(1, 5, D)
+    vision = torch.randn(n_vision, D)
+    full = (n_vision + 4) * D * 4  # bytes of one (1, T, D) float32 sequence
+    with BigOutputs(full // 2) as watch:
+        hidden, _, _ = splice(text, ids, torch.tensor([5]), torch.tensor([5]), vision, torch.tensor([n_vision]), ph)
+    assert hidden.shape == (1, n_vision + 4, D)
+    assert len(watch.ops) == 1, watch.ops  # the output buffer itself; everything else is written into it
+
+
+def test_transv_makes_no_whole_sequence_copy() -> None:
+    torch.manual_seed(0)
+    backbone = FakeBackbone(dim=D)
+    state: SequenceState = make_state([[(2, 3000, 6, 0)]])  # text, vision, instruction, response tokens
+    hidden = torch.randn(state.batch_size, state.length, D) * state.mask[..., None]
+    stage = TransV(layer=1, keep=0.5)
+    stage.bind(backbone)
+    stage._KV_CHUNK = 256  # the dropped tokens' K/V in pieces, as on a long video
+    full = hidden.nbytes
+    with torch.no_grad(), BigOutputs(int(full * 0.9)) as watch:
+        out, new = stage(hidden, state, backbone)
+    assert new.num_vision().tolist() == [1500] and out.shape[1] < hidden.shape[1]
+    assert watch.ops == [], watch.ops  # no (B, T, D) copy: only the half-size compacted output and pieces
+    with torch.no_grad(), BigOutputs(int(full * 0.4)) as half:
+        stage(hidden, state, backbone)
+    # half-size tensors: the dropped tokens' grid (and its gather) and the compacted output, nothing more
+    assert len(half.ops) <= 3, half.ops
