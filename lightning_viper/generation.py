@@ -106,6 +106,7 @@ def greedy_generate(
     pad_id: int,
     marks: Marks | None = None,
     graphs: bool = False,
+    donate: bool = False,
 ) -> Generated:
     """Prefill the left-padded prompt (B, T, D) through the compression schedule, then decode.
 
@@ -116,11 +117,12 @@ def greedy_generate(
     they are device events on a GPU, so marking adds no host sync. ``graphs``: static KV caches
     (T + ``max_new_tokens`` columns) and, on CUDA, the decode step captured as a CUDA graph
     (elsewhere it runs eagerly over the static caches; the reason is logged). Same tokens either way.
+    ``donate``: the caller will not read ``hidden`` again (:meth:`Backbone.forward`'s ``donate``).
     """
     b, t = hidden.shape[0], hidden.shape[1]
     cache = backbone.new_cache(b, t + max_new_tokens if graphs else None)
     with region("prefill"):
-        out = backbone(hidden, state, stages=stages, cache=cache)
+        out = backbone(hidden, state, stages=stages, cache=cache, donate=donate)
         next_tok = backbone.logits(out.hidden[:, -1]).argmax(-1)  # (B,)
     if marks is not None:
         marks.mark("first_token")

@@ -292,7 +292,9 @@ class VideoLM(LightningModule):
         vision_in = int(state.vision_mask().sum())
         max_new = self.hparams["max_new_tokens"]
         graphs = bool(self.hparams.get("decode_graphs", False))
-        result = greedy_generate(self.backbone, hidden, state, self.stages(), max_new, eos, pad, marks, graphs=graphs)
+        result = greedy_generate(
+            self.backbone, hidden, state, self.stages(), max_new, eos, pad, marks, graphs=graphs, donate=True
+        )  # ``hidden`` is not read again: chunked prefill may write over it
         bs = batch.batch_size
         eff = {
             "frames": float(batch.frames_per_sample.float().mean()),

@@ -286,18 +286,22 @@ class Backbone(nn.Module, ABC):
         stages: Sequence[CompressionStage] = (),
         cache: Any | None = None,
         mixers: Mapping[int, MixerOverride] | None = None,
+        donate: bool = False,
     ) -> BackboneOutput:
         """Run every layer on (B, T, D) ``hidden``; before layer l apply the stages at l.
 
         ``mixers`` maps layer indices to overrides of their token mixer (whole sequence, no
-        cache, no chunking); None (the default) runs every layer as it is."""
+        cache, no chunking); None (the default) runs every layer as it is. ``donate``: the caller
+        will not read ``hidden`` again, so chunked inference may write the first layer's output
+        over it (one whole-sequence buffer less: 13.7 GiB at 100k frames on the 9B); otherwise the
+        caller's tensor is never written."""
         if mixers and cache is not None:
             raise ValueError("mixer overrides run without a generation cache: pass cache=None")
         by_layer: dict[int, list[CompressionStage]] = {}
         for stage in stages:
             by_layer.setdefault(stage.layer, []).append(stage)
         records: list[StageRecord] = []
-        given = hidden  # the caller's tensor is never written; the loop's own intermediates may be
+        given = None if donate else hidden  # not written unless donated; the loop's own intermediates may be
         try:
             for index in range(self.num_layers):
                 for stage in by_layer.get(index, []):

@@ -137,7 +137,9 @@ def prefill(
     if marks is not None:
         marks.mark("embedded")
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    result = greedy_generate(model.backbone, hidden, state, model.stages(), 1, tok.eos_token_id, pad, marks)
+    result = greedy_generate(
+        model.backbone, hidden, state, model.stages(), 1, tok.eos_token_id, pad, marks, donate=True
+    )
     return PrefillResult(result.tokens[:, 0], state.length, result.prefill.state.length)
 
 

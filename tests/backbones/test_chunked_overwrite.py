@@ -9,6 +9,8 @@ import torch
 from lightning_viper.backbones import tiny_hybrid, tiny_qwen2
 from lightning_viper.bench.decode import text_state
 
+from ..memory_watch import BigOutputs
+
 
 @pytest.mark.parametrize("family", ["hybrid", "qwen2"])
 def test_chunked_inference_matches_whole_and_leaves_the_input_alone(family: str) -> None:
@@ -27,3 +29,25 @@ def test_chunked_inference_matches_whole_and_leaves_the_input_alone(family: str)
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
         step = whole.embed(torch.tensor([[3]]))
         torch.testing.assert_close(chunked.decode(step, cache_c), whole.decode(step, cache_w), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["hybrid", "qwen2"])
+def test_a_donated_input_takes_the_first_layers_output(family: str) -> None:
+    """``donate=True``: same outputs and cache, and the input's buffer is reused (one fewer
+    whole-sequence tensor: only the final norm's output is new)."""
+    torch.manual_seed(0)
+    whole = (tiny_hybrid() if family == "hybrid" else tiny_qwen2()).eval()
+    chunked = (tiny_hybrid(prefill_chunk=7) if family == "hybrid" else tiny_qwen2(prefill_chunk=7)).eval()
+    chunked.load_state_dict(whole.state_dict())
+    state = text_state(30, torch.device("cpu"))
+    with torch.no_grad():
+        hidden = whole.embed(torch.randint(0, whole.vocab_size, (1, 30)))
+        ref = whole(hidden, state, cache=whole.new_cache(1)).hidden
+        kept, donated = hidden.clone(), hidden.clone()
+        with BigOutputs(int(hidden.nbytes * 0.9)) as own:
+            chunked(kept, state, cache=chunked.new_cache(1))
+        with BigOutputs(int(hidden.nbytes * 0.9)) as reuse:
+            out = chunked(donated, state, cache=chunked.new_cache(1), donate=True).hidden
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        assert torch.equal(kept, hidden) and not torch.equal(donated, hidden)  # only the donated one was written
+        assert len(reuse.ops) == len(own.ops) - 1, (own.ops, reuse.ops)

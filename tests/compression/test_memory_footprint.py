@@ -5,37 +5,16 @@ fresh outputs (outputs that alias an input, i.e. in-place ops, are not new memor
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from lightning_viper.compression import TransV
 from lightning_viper.sequence import SequenceState
 from lightning_viper.splice import splice
 
+from ..memory_watch import BigOutputs
 from .conftest import FakeBackbone, make_state
 
 D = 16
-
-
-class BigOutputs(TorchDispatchMode):
-    """Records the aten ops whose NEW outputs hold at least ``nbytes`` bytes."""
-
-    def __init__(self, nbytes: int) -> None:
-        super().__init__()
-        self.nbytes = nbytes
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, Tensor) and t.nbytes >= self.nbytes and t.untyped_storage().data_ptr() not in inputs:
-                self.ops.append(str(func.overloadpacket.__name__))
-        return out
 
 
 def test_splice_allocates_the_sequence_once() -> None:
