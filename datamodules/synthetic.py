@@ -26,9 +26,9 @@ SYNTH_KNOBS = {f.name for f in fields(SynthConfig)}  # arguments passed through 
 class SyntheticVideoDataModule(VideoDataModule):
     """Synthetic needle / grounding / counting videos (see :mod:`lightning_viper.data.synth`).
 
-    ``prepare_data`` renders train/val/test shards and the demo tokenizer into
-    ``cache_dir/<hash of the knobs>/`` once; later runs with the same knobs reuse them. Val and test
-    use different seeds from train. Everything else is the normal :class:`VideoDataModule` path.
+    ``prepare_data`` renders each split's shards into ``cache_dir/<split>-<hash of its knobs>/``
+    (size and seed included) and the demo tokenizer once; later runs with the same knobs reuse
+    them. Val and test use different seeds from train. Everything else is the normal :class:`VideoDataModule` path.
 
     Args:
         cache_dir: where generated data lives.
@@ -71,8 +71,14 @@ class SyntheticVideoDataModule(VideoDataModule):
         self.config = SynthConfig(**{**knobs, "num_samples": num_train, "tasks": tuple(tasks or ("mcq",))})
         self.split_sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.cache_dir = Path(cache_dir).expanduser()
-        self.data_dir = self.cache_dir / self.config.digest()
-        shards = {s: str(self.data_dir / s / "shard-*.tar") for s in self.split_sizes if self.split_sizes[s] > 0}
+        # each split is keyed by its own generator config (size and seed included): changing
+        # num_test regenerates the test split only, and a cached split is never read at another size
+        self.split_dirs = {
+            split: self.cache_dir / f"{split}-{self.split_config(split).digest()}"
+            for split, size in self.split_sizes.items()
+            if size > 0
+        }
+        shards = {split: str(path / "shard-*.tar") for split, path in self.split_dirs.items()}
         super().__init__(
             train=shards.get("train"),
             val=shards.get("val"),
@@ -104,13 +110,12 @@ class SyntheticVideoDataModule(VideoDataModule):
     def prepare_data(self) -> None:
         """Generate missing splits (idempotent; a split is complete once its ``done.json`` exists)."""
         build_demo_tokenizer(self.tokenizer_path or "")
-        for split, size in self.split_sizes.items():
-            target = self.data_dir / split
-            if size <= 0 or (target / "done.json").exists():
+        for split, target in self.split_dirs.items():
+            if (target / "done.json").exists():
                 continue
             cfg = self.split_config(split)
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=self.data_dir))
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=self.cache_dir))
             paths = generate_shards(cfg, tmp)
             (tmp / "done.json").write_text(json.dumps({"config": asdict(cfg), "shards": [p.name for p in paths]}))
             if (target / "done.json").exists():  # another process finished first: same bytes
@@ -119,10 +124,10 @@ class SyntheticVideoDataModule(VideoDataModule):
             if target.exists():  # an incomplete earlier attempt
                 shutil.rmtree(target)
             os.rename(tmp, target)
-            log.info("generated %d synthetic %s samples in %s", size, split, target)
+            log.info("generated %d synthetic %s samples in %s", cfg.num_samples, split, target)
 
     def setup(self, stage: str | None = None) -> None:
         """Generate first if ``prepare_data`` was not called (outside a Trainer), then read."""
-        if not all((self.data_dir / s / "done.json").exists() for s, n in self.split_sizes.items() if n > 0):
+        if not all((path / "done.json").exists() for path in self.split_dirs.values()):
             self.prepare_data()
         super().setup(stage)
