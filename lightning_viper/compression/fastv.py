@@ -12,6 +12,12 @@ The scores come from the backbone contract alone: ``backbone.attention_scores(..
 queries=instruction_mask)`` averages the attention of every instruction token of a segment (each
 over its own causal past) in one call. Rotary positions, norms and grouped heads stay the
 backbone's business.
+
+FastV's public code ranks by the attention of the LAST token alone (averaged over heads): that
+is :class:`~lightning_viper.compression.token_drop.TokenDrop` with ``selector="attention"``. This
+stage follows the paper's description (the average over the tokens after the image). On the
+demo's needle task the two differ sharply: the average favours the frames just before the
+prompt (README, training-free comparison).
 """
 
 from __future__ import annotations
