@@ -16,8 +16,8 @@ backbone's business.
 FastV's public code ranks by the attention of the LAST token alone (averaged over heads): that
 is :class:`~lightning_viper.compression.token_drop.TokenDrop` with ``selector="attention"``. This
 stage follows the paper's description (the average over the tokens after the image). On the
-demo's needle task the two differ sharply: the average favours the frames just before the
-prompt (README, training-free comparison).
+demo's needle task the two differ sharply: the last token's best tokens sit on the needle's two
+frames, the average's spread over several (README, training-free comparison).
 """
 
 from __future__ import annotations
