@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
-from lightning_viper.backbones import tiny_hybrid, tiny_qwen2
+from lightning_viper.backbones import Backbone, tiny_hybrid, tiny_qwen2
+from lightning_viper.sequence import SequenceState
 from lightning_viper.bench.decode import text_state
 
 from ..memory_watch import BigOutputs
 
 
-@pytest.mark.parametrize("family", ["hybrid", "qwen2"])
-def test_chunked_inference_matches_whole_and_leaves_the_input_alone(family: str) -> None:
+def pair(family: str) -> tuple[Backbone, Backbone, SequenceState, Tensor]:
+    """The same tiny backbone whole and with 7-token chunked prefill, a 30-token state and its embeddings."""
     torch.manual_seed(0)
     whole = (tiny_hybrid() if family == "hybrid" else tiny_qwen2()).eval()
     chunked = (tiny_hybrid(prefill_chunk=7) if family == "hybrid" else tiny_qwen2(prefill_chunk=7)).eval()
     chunked.load_state_dict(whole.state_dict())
-    state = text_state(30, torch.device("cpu"))
     with torch.no_grad():
         hidden = whole.embed(torch.randint(0, whole.vocab_size, (1, 30)))
+    return whole, chunked, text_state(30, torch.device("cpu")), hidden
+
+
+@pytest.mark.parametrize("family", ["hybrid", "qwen2"])
+def test_chunked_inference_matches_whole_and_leaves_the_input_alone(family: str) -> None:
+    whole, chunked, state, hidden = pair(family)
+    with torch.no_grad():
         before = hidden.clone()
         cache_w, cache_c = whole.new_cache(1), chunked.new_cache(1)
         ref = whole(hidden, state, cache=cache_w).hidden
@@ -35,13 +43,8 @@ def test_chunked_inference_matches_whole_and_leaves_the_input_alone(family: str)
 def test_a_donated_input_takes_the_first_layers_output(family: str) -> None:
     """``donate=True``: same outputs and cache, and the input's buffer is reused (one fewer
     whole-sequence tensor: only the final norm's output is new)."""
-    torch.manual_seed(0)
-    whole = (tiny_hybrid() if family == "hybrid" else tiny_qwen2()).eval()
-    chunked = (tiny_hybrid(prefill_chunk=7) if family == "hybrid" else tiny_qwen2(prefill_chunk=7)).eval()
-    chunked.load_state_dict(whole.state_dict())
-    state = text_state(30, torch.device("cpu"))
+    whole, chunked, state, hidden = pair(family)
     with torch.no_grad():
-        hidden = whole.embed(torch.randint(0, whole.vocab_size, (1, 30)))
         ref = whole(hidden, state, cache=whole.new_cache(1)).hidden
         kept, donated = hidden.clone(), hidden.clone()
         with BigOutputs(int(hidden.nbytes * 0.9)) as own:
