@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from lightning_viper.backbones import Backbone, tiny_hybrid, tiny_qwen2
-from lightning_viper.sequence import SequenceState
 from lightning_viper.bench.decode import text_state
+from lightning_viper.sequence import SequenceState
 
 from ..memory_watch import BigOutputs
 
