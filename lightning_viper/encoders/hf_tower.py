@@ -173,8 +173,8 @@ class HFVisionTower(VisionEncoder):
         self.embed_dim = int(config.hidden_size)
         self.num_patches = (self.image_size // square(config.patch_size)) ** 2
         self._setup(mean, std, feature_layer, freeze, micro_batch, int(config.num_hidden_layers))
-        self._fused = ViTLayers(str(config.hidden_act), compile) if fused else None
-        if compile and not fused:
+        self._fused = ViTLayers(str(config.hidden_act), compile=False) if fused else None
+        if compile:
             self.compile_layers()
 
     def _setup(
@@ -201,7 +201,11 @@ class HFVisionTower(VisionEncoder):
         return cast(nn.ModuleList, cast(Any, tower).encoder.layers)
 
     def compile_layers(self) -> None:
-        """``torch.compile`` every encoder layer in place (parameter names unchanged)."""
+        """``torch.compile`` the layers that run: the fused layer function (one graph for every
+        layer), or transformers' layers in place when ``fused`` is off (parameter names unchanged)."""
+        if self._fused is not None:
+            self._fused = ViTLayers(self._fused.hidden_act, compile=True)
+            return
         for layer in self.layers():
             layer.compile(dynamic=False)
 
