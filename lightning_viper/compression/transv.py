@@ -163,15 +163,11 @@ class TransV(CompressionStage):
         if self.norm is not None:
             self.norm.weight.copy_(view.norm_weight)
 
-    def transfer(self, hidden: Tensor, state: SequenceState, dropped: Tensor) -> Tensor:
-        """Add the gated cross-attention from each segment's ``dropped`` (B, T) tokens to its
-        instruction tokens (reference rule: every token after the video, responses included).
-        (B, T, D) -> (B, T, D); segments with no dropped or no query tokens are unchanged."""
-        rows, cols, delta = self.transfer_update(hidden, state, dropped)
-        return hidden.index_put((rows, cols), hidden[rows, cols] + delta)
-
     def transfer_update(self, hidden: Tensor, state: SequenceState, dropped: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """What :meth:`transfer` adds: (rows, cols) of the updated tokens and their (Nq, D) gated update."""
+        """The gated cross-attention from each segment's ``dropped`` (B, T) tokens to its instruction
+        tokens (reference rule: every token after the video, responses included): (rows, cols) of
+        the updated tokens in ``hidden`` (B, T, D) and their (Nq, D) update, to be added. Segments
+        with no dropped or no query tokens get a zero update."""
         instr = state.instruction_mask()
         if self.rule == "reference":
             instr = instr | (state.kind == TokenKind.RESPONSE)
