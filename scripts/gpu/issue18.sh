@@ -5,7 +5,8 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/viper-out}
 mkdir -p "$OUT"
-bash .gpu/kernels.sh unpack > "$OUT/unpack.log" 2>&1 || { cat "$OUT/unpack.log"; exit 1; }
+# a second invocation on the same machine (a step run beside another) reuses the unpacked kit
+[ -d /tmp/site/mamba_ssm ] || bash .gpu/kernels.sh unpack > "$OUT/unpack.log" 2>&1 || { cat "$OUT/unpack.log"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VIPER_LOG_LEVEL=INFO PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv,noheader
 B="python3 -m lightning_viper.bench"
@@ -24,9 +25,10 @@ for what in "$@"; do
   prefill)  # none / TransV whole-sequence 64..10k frames, transformers' NemotronH 64..8k (strategy none)
     step prefill "${PREFILL_S:-330}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_prefill\", \"strategies\": [\"transv\", \"none\"],
       \"frames\": [$FRAMES], \"repeats\": 2, \"peer_max_frames\": ${PEER_MAX:-8192}, \"plot\": false, \"encoder_options\": $ENC}" ;;
-  chunked)  # TransV chunked prefill at 102,400 frames: backbone peak memory (random vision tokens)
-    step chunked "${CHUNKED_S:-200}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_chunked_100k\", \"prefill_chunk\": 32768,
-      \"strategies\": [\"transv\"], \"frames\": [${CHUNKED_FRAMES:-102400}], \"warmup\": 0, \"repeats\": 1, \"peer\": false,
+  chunked)  # TransV chunked prefill at 102,400 frames (CHUNKED_FRAMES): backbone peak memory (random vision tokens)
+    n=${CHUNKED_FRAMES:-102400}
+    step "chunked_$((n / 1024))k" "${CHUNKED_S:-200}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_chunked_$((n / 1024))k\", \"prefill_chunk\": 32768,
+      \"strategies\": [\"transv\"], \"frames\": [$n], \"warmup\": 0, \"repeats\": 1, \"peer\": false,
       \"encode\": false, \"plot\": false, \"memory_trace\": true}" ;;
   train)  # stage-2 step, 2B hybrid, 256 frames, no checkpointing
     step train "${TRAIN_S:-120}" train "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_train_2b\", \"checkpointing\": [false], \"repeats\": 4,
