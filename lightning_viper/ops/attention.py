@@ -48,22 +48,43 @@ class RowLayout:
         return RowLayout(tuple(max(0, n - cut) for n in self.lengths))
 
 
+REPEAT_BYTES = 2 * 2**30
+"""At most this many bytes of repeated keys + values per call in :func:`_sdpa_suffix` (grouped
+heads in a chunked prefill): one chunk over 1.6M earlier keys of the 9B would otherwise repeat
+31 GiB of them at once (docs/benchmarks.md, "third pass")."""
+
+
 def _sdpa_suffix(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     """Causal SDPA where the Tq queries are the last Tq of the Tk keys (lower-right alignment).
 
     q (N, Hq, Tq, hd); k, v (N, Hkv, Tk, hd) with Tq <= Tk -> (N, Hq, Tq, hd).
     """
     tq, tk = q.shape[-2], k.shape[-2]
-    gqa = q.shape[1] != k.shape[1]
+    hq, hkv = q.shape[1], k.shape[1]
+    gqa = hq != hkv
     if tq == 1:  # decode: the single query sees every key
         return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
     if tq == tk:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    if gqa:  # CausalBias's fused lower-right kernels do not take grouped heads: expand k/v
-        rep = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(rep, dim=1)
-        v = v.repeat_interleave(rep, dim=1)
-    out: Tensor = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(tq, tk), scale=scale)
+    bias = causal_lower_right(tq, tk)
+    if not gqa:
+        out: Tensor = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        return out
+    # CausalBias's fused lower-right kernels do not take grouped heads: repeat k/v, a few
+    # key/value heads per call so the copies stay under REPEAT_BYTES
+    rep = hq // hkv
+    per_head = 2 * rep * k[:, :1].numel() * k.element_size()  # repeated k + v of one key/value head
+    step = max(1, min(hkv, REPEAT_BYTES // max(per_head, 1)))
+    if step == hkv:
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        return out
+    out = q.new_empty(q.shape)  # (N, Hq, Tq, hd)
+    for h in range(0, hkv, step):
+        heads = slice(h * rep, min(h + step, hkv) * rep)
+        ks = k[:, h : h + step].repeat_interleave(rep, dim=1)
+        vs = v[:, h : h + step].repeat_interleave(rep, dim=1)
+        out[:, heads] = F.scaled_dot_product_attention(q[:, heads], ks, vs, attn_mask=bias, scale=scale)
     return out
 
 

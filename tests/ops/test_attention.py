@@ -8,7 +8,10 @@ import pytest
 import torch
 from torch import Tensor
 
+from lightning_viper.ops import attention
 from lightning_viper.ops.attention import causal_attention
+
+from ..memory_watch import BigOutputs
 
 
 def naive_attention(
@@ -125,6 +128,23 @@ def test_gradients_flow_and_padding_rows_have_none() -> None:
     assert q.grad is not None and torch.isfinite(q.grad).all()
     assert (q.grad[1, :, :2] == 0).all()  # padding queries of row 1
     assert k.grad is not None and (k.grad[1, :, :2] == 0).all()
+
+
+@pytest.mark.parametrize("budget_heads", [1, 3, 4])
+def test_chunk_over_long_prefix_repeats_few_heads_at_a_time(monkeypatch: pytest.MonkeyPatch, budget_heads: int) -> None:
+    """A chunk's queries over many earlier keys with grouped heads: the repeated keys/values of
+    one call stay under REPEAT_BYTES (here 1, 3 or all 4 key/value heads' worth), same result."""
+    hq, hkv, tk, tq, hd = 8, 4, 40, 8, 8
+    one_head = 2 * (hq // hkv) * tk * hd * 4  # repeated k + v of one key/value head, fp32
+    monkeypatch.setattr(attention, "REPEAT_BYTES", budget_heads * one_head)
+    # records a repeated k (or v) of one row spanning more than min(budget, 3) key/value heads
+    with BigOutputs(one_head // 2 * min(budget_heads, hkv - 1) + 1) as watch:
+        run_case([[tk], [tk - 3]], tk=tk, tq=tq, hq=hq, hkv=hkv, hd=hd)
+    repeats = watch.ops.count("repeat_interleave")
+    if budget_heads == hkv:  # everything fits: k and v of both row groups repeated whole, and seen
+        assert repeats == 4
+    else:  # no call repeated more heads than the budget holds
+        assert repeats == 0
 
 
 def test_rejects_bad_heads() -> None:
