@@ -293,8 +293,10 @@ class Backbone(nn.Module, ABC):
         ``mixers`` maps layer indices to overrides of their token mixer (whole sequence, no
         cache, no chunking); None (the default) runs every layer as it is. ``donate``: the caller
         will not read ``hidden`` again, so chunked inference may write the first layer's output
-        over it (one whole-sequence buffer less: 13.7 GiB at 100k frames on the 9B); otherwise the
-        caller's tensor is never written."""
+        over it (one whole-sequence buffer less: 13.7 GiB at 100k frames on the 9B), and a stage's
+        shorter output is moved to the front of that buffer (the callers' references keep it alive,
+        so the shorter copy would be a second one: 13.7 GiB at 200k frames after TransV's first
+        stage); otherwise the caller's tensor is never written."""
         if mixers and cache is not None:
             raise ValueError("mixer overrides run without a generation cache: pass cache=None")
         by_layer: dict[int, list[CompressionStage]] = {}
@@ -302,12 +304,14 @@ class Backbone(nn.Module, ABC):
             by_layer.setdefault(stage.layer, []).append(stage)
         records: list[StageRecord] = []
         given = None if donate else hidden  # not written unless donated; the loop's own intermediates may be
+        donated = hidden.untyped_storage().data_ptr() if donate else None
         try:
             for index in range(self.num_layers):
                 for stage in by_layer.get(index, []):
                     before = state.vision_mask().sum()
                     with region(f"stage/L{index}_{type(stage).__name__}"):
-                        hidden, state = stage(hidden, state, self)
+                        shorter, state = stage(hidden, state, self)
+                    hidden = self._into_donated(hidden, shorter, donated)
                     records.append(StageRecord(stage.describe(), index, before, state.vision_mask().sum()))
                 override = mixers.get(index) if mixers else None
                 with region(f"layer/{self.layer_kinds[index]}"):
@@ -324,6 +328,25 @@ class Backbone(nn.Module, ABC):
         if isinstance(cache, BackboneCache):
             cache.last_segment = state.segment[:, -1].clone()  # the segment each row's next token continues
         return BackboneOutput(self.final_norm(hidden), state, records)
+
+    def _into_donated(self, old: Tensor, new: Tensor, donated: int | None) -> Tensor:
+        """``new`` (a stage's output) copied into the front of ``old`` when ``old`` lives in the
+        donated buffer of a chunked inference forward and ``new`` is a smaller, separate tensor;
+        else ``new`` itself. The copy (B, T', D) is a contiguous view of that buffer."""
+        if (
+            donated is None
+            or torch.is_grad_enabled()
+            or self.prefill_chunk is None
+            or old.untyped_storage().data_ptr() != donated
+            or new.untyped_storage().data_ptr() == donated
+            or new.numel() >= old.numel()
+            or new.dtype != old.dtype
+            or not old.is_contiguous()
+        ):
+            return new
+        into = old.reshape(-1)[: new.numel()].view(new.shape)  # (B, T', D), a view: reshape of a contiguous tensor
+        into.copy_(new)
+        return into
 
     def _run_overridden(self, index: int, hidden: Tensor, state: SequenceState, override: MixerOverride) -> Tensor:
         """Layer ``index`` with its mixer replaced by ``override`` for this call only."""

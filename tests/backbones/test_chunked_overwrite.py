@@ -9,9 +9,11 @@ from torch import Tensor
 
 from lightning_viper.backbones import Backbone, tiny_hybrid, tiny_qwen2
 from lightning_viper.bench.decode import text_state
+from lightning_viper.compression import TokenDrop
 from lightning_viper.sequence import SequenceState
 
 from ..memory_watch import BigOutputs
+from .conftest import layout_state
 
 
 def pair(family: str) -> tuple[Backbone, Backbone, SequenceState, Tensor]:
@@ -54,3 +56,26 @@ def test_a_donated_input_takes_the_first_layers_output(family: str) -> None:
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
         assert torch.equal(kept, hidden) and not torch.equal(donated, hidden)  # only the donated one was written
         assert len(reuse.ops) == len(own.ops) - 1, (own.ops, reuse.ops)
+
+
+@pytest.mark.parametrize("family", ["hybrid", "qwen2"])
+def test_a_stages_shorter_output_moves_into_the_donated_buffer(family: str) -> None:
+    """``donate=True`` with a dropping stage: the layer after it reads (in chunks) the donated
+    buffer's front (the stage's separate output is freed), with the outputs and cache of the
+    whole sequence."""
+    whole, chunked, _, hidden = pair(family)
+    state = layout_state([[30]], vision=24, instruction_tail=3)  # 24 vision tokens, 50% dropped at layer 2
+    stages = [TokenDrop(layer=2, keep=0.5)]
+    seen: list[int] = []
+    read = chunked.layers[2].register_forward_pre_hook(lambda _, a: seen.append(a[0].untyped_storage().data_ptr()))
+    with torch.no_grad():
+        cache_w, cache_c = whole.new_cache(1), chunked.new_cache(1)
+        ref = whole(hidden, state, stages=stages, cache=cache_w)
+        donated = hidden.clone()
+        out = chunked(donated, state, stages=stages, cache=cache_c, donate=True)
+        read.remove()
+        assert out.state.length < state.length  # the stage dropped tokens
+        assert seen and set(seen) == {donated.untyped_storage().data_ptr()}, "layer 2 read a buffer of its own"
+        torch.testing.assert_close(out.hidden, ref.hidden, rtol=1e-4, atol=1e-5)
+        step = whole.embed(torch.tensor([[3]]))
+        torch.testing.assert_close(chunked.decode(step, cache_c), whole.decode(step, cache_w), rtol=1e-4, atol=1e-5)
