@@ -147,7 +147,7 @@ def _profile(encoder: SiglipEncoder, source: FrameSource, frames: int, device: t
     from lightning_viper.bench.breakdown import profile_run
 
     batch = source.batch(frames)
-    _, table = profile_run(lambda: encoder(batch), device, 40)
+    _, table, _ = profile_run(lambda: encoder(batch), device, 40)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(table)
     return str(path)

@@ -18,7 +18,7 @@ step() {  # name seconds verb json
   local t0=$SECONDS
   timeout "$secs" $B "$@" > "$OUT/$name.log" 2>&1
   echo "== $name rc=$? $((SECONDS - t0)) s"
-  grep -E "frames: |peer \{|train ckpt|decode \{|encoder \{|regions ms|Error|error" "$OUT/$name.log" | cut -c1-260 | tail -25
+  grep -E "frames: |peer \{|train ckpt|decode \{|encoder \{|regions ms|counts ours|Error|error" "$OUT/$name.log" | cut -c1-260 | tail -25
 }
 for what in "$@"; do
   case "$what" in
@@ -37,6 +37,9 @@ for what in "$@"; do
     step decode "${DECODE_S:-200}" decode "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_decode_32k\", \"repeats\": 2}" ;;
   profile)  # where one TransV prefill of 1,024 frames spends its time
     step profile "${PROFILE_S:-90}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_breakdown_1k\", \"frames\": 1024, \"encoder_options\": $ENC}" ;;
+  peerprofile)  # our backbone and transformers' NemotronH, 64 frames, the same embeddings, each profiled
+    step peerprofile "${PEERPROFILE_S:-120}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_peer_profile_64\", \"frames\": 64,
+      \"strategy\": \"none\", \"mode\": \"peer\", \"row_limit\": 40}" ;;
   encoder)  # SigLIP so400m alone: transformers' / fused layers, eager / compiled; SDPA backends
     step encoder "${ENCODER_S:-300}" encoder "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_encoder\", \"frames\": 512,
       \"sdpa_backends\": [\"cudnn\", \"flash\", \"efficient\"], \"profile\": [1, 3]}" ;;

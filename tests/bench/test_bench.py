@@ -213,6 +213,27 @@ def test_breakdown_reads_the_model_ranges_from_a_profile(tmp_path: Path) -> None
     assert "layer/mamba" in train["regions"] and (tmp_path / "bt_profile.txt").stat().st_size > 0
 
 
+def test_breakdown_profiles_our_backbone_beside_transformers(tmp_path: Path) -> None:
+    from lightning_viper.bench import bench_breakdown
+
+    res = bench_breakdown(
+        model="tiny",
+        strategy="none",
+        frames=2,
+        micro_batch=4,
+        mode="peer",
+        out_dir=str(tmp_path),
+        tag="p",
+        device="cpu",
+    )
+    ours, theirs = res["counts"], res["peer_counts"]
+    assert ours["aten_ops"] > 0 and theirs["aten_ops"] > 0
+    assert ours["kernels"] == 0 == theirs["kernels"]  # no device kernels on the CPU
+    assert "layer/mamba" in res["regions"] and "encode" not in res["regions"]  # the backbone alone was profiled
+    assert "Self CPU" in (tmp_path / "p_peer_profile.txt").read_text()
+    assert json.loads((tmp_path / "p.json").read_text())["peer_counts"] == theirs
+
+
 def test_decode_rows_for_both_families(tmp_path: Path) -> None:
     from lightning_viper.bench import bench_decode
 
