@@ -127,8 +127,11 @@ class Mamba2Mixer(nn.Module):
         z, xbc, dt = self.in_proj(x * keep).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
         return keep, z, xbc, dt
 
-    def _conv(self, xbc: Tensor, segment: Tensor, initial_state: Tensor | None, cuda: bool) -> tuple[Tensor, Tensor]:
-        """Depthwise causal conv + SiLU of xBC (B, T, conv_dim) -> (B, T, conv_dim) and the final conv state."""
+    def _conv(
+        self, xbc: Tensor, segment: Tensor | None, initial_state: Tensor | None, cuda: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Depthwise causal conv + SiLU of xBC (B, T, conv_dim) -> (B, T, conv_dim) and the final
+        conv state; ``segment`` None: every row is one run."""
         conv = kernels.causal_conv1d_cuda if cuda else torch_conv.causal_conv1d
         weight = self.conv1d.weight.squeeze(1)  # (C, K)
         # the CUDA kernels index with 32-bit integers: long calls run in pieces (state carried)
@@ -156,17 +159,25 @@ class Mamba2Mixer(nn.Module):
     ) -> Tensor:
         """x (B, T, D), mask (B, T) bool, segment (B, T) long -> (B, T, D). Fills ``cache``.
 
-        ``position`` and ``layout`` are part of the mixer contract and unused: the scan carries
-        token order and needs no host-side facts."""
+        ``layout`` (host-side facts of the keys ending at these T columns, or None): when every
+        row's last T columns are real tokens of one segment, the masks and run labels change
+        nothing, so they are skipped (no mask products, no run labels; the kernels read the
+        projection's column slices in place). ``position`` is unused: the scan carries order."""
         bsz, t, _ = x.shape
         cuda = self._use_cuda(x)
-        keep, z, xbc, dt = self._project(x, mask)
+        whole = layout is not None and min(layout.lengths, default=0) >= t
+        if whole:
+            keep, seg = None, None
+            z, xbc, dt = self.in_proj(x).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
+        else:
+            seg = segment
+            keep, z, xbc, dt = self._project(x, mask)
         conv_init = ssm_init = None
         if cache is not None:
             cache.reset_rows(segment[:, 0])
             conv_init, ssm_init = cache.conv_state, cache.ssm_state
-        xbc, conv_final = self._conv(xbc, segment, conv_init, cuda)
-        xs, b, c = self._split_conv_out(xbc * keep)  # (B, T, inner), (B, T, G*N) x2
+        xbc, conv_final = self._conv(xbc, seg, conv_init, cuda)
+        xs, b, c = self._split_conv_out(xbc if keep is None else xbc * keep)  # (B, T, inner), (B, T, G*N) x2
         scan = kernels.ssd_scan_cuda if cuda else torch_ssd.ssd_scan
         scan_limit = tokens_per_call(bsz * self.inner, self.chunk_size) if cuda else t
         y, ssm_final = in_pieces(
@@ -184,7 +195,7 @@ class Mamba2Mixer(nn.Module):
             dt_softplus=True,
             dt_limit=self.time_step_limit,
             initial_state=ssm_init,
-            seq_idx=segment,
+            seq_idx=seg,
         )
         if cache is not None:
             # the last column's segments: a view (segment tensors are never written in place), no copy per layer

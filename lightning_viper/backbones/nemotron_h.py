@@ -100,9 +100,9 @@ class NemotronHBackbone(Backbone):
                 )
             else:
                 mixer = SquaredReLUMLP(hidden_size, intermediate_size, mlp_bias, mlp_hidden_act)
-            blocks.append(HybridBlock(kind, mixer, hidden_size, layer_norm_epsilon))
+            blocks.append(HybridBlock(kind, mixer, hidden_size, layer_norm_epsilon, kernels))
         self.layers = nn.ModuleList(blocks)
-        self.norm_f = RMSNorm(hidden_size, layer_norm_epsilon, weight_in_float32=True)
+        self.norm_f = RMSNorm(hidden_size, layer_norm_epsilon, weight_in_float32=True, kernels=kernels)
         self.lm_head = nn.Linear(hidden_size, vocab_size, bias=False)
         self.reset_parameters()
         self.tie_weights()

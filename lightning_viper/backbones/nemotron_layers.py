@@ -18,6 +18,7 @@ from lightning_viper.backbones.cache import KVCache, LayerCache, MambaLayerCache
 from lightning_viper.backbones.mamba2 import Mamba2Mixer
 from lightning_viper.backbones.norm import RMSNorm
 from lightning_viper.ops.attention import RowLayout
+from lightning_viper.ops.kernels import KernelChoice
 from lightning_viper.ops.pieces import map_rows
 
 
@@ -50,10 +51,12 @@ class SquaredReLUMLP(nn.Module):
 class HybridBlock(nn.Module):
     """x + mixer(norm(x)): the one block type of the hybrid stack."""
 
-    def __init__(self, kind: str, mixer: nn.Module, hidden_size: int, eps: float) -> None:
+    def __init__(
+        self, kind: str, mixer: nn.Module, hidden_size: int, eps: float, kernels: KernelChoice = "torch"
+    ) -> None:
         super().__init__()
         self.kind = kind
-        self.norm = RMSNorm(hidden_size, eps, weight_in_float32=True)
+        self.norm = RMSNorm(hidden_size, eps, weight_in_float32=True, kernels=kernels)
         self.mixer = mixer
 
     def new_cache(self, max_length: int | None = None) -> LayerCache:

@@ -31,7 +31,7 @@ from lightning_viper.bench.prefill import _device
 from lightning_viper.bench.timing import device_info, peak_gib, reset_peak, write_json
 from lightning_viper.generation import greedy_generate
 from lightning_viper.ops.kernels import KernelChoice
-from lightning_viper.ops.profiling import region_totals
+from lightning_viper.ops.profiling import PREFIX, region_totals
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def profile_run(
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table: str = prof.key_averages().table(sort_by=key, row_limit=row_limit, max_name_column_width=60)
     events = prof.events()
-    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    # the device timeline also holds the profiler's copies of our ``viper/`` ranges: not kernels
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.name.startswith(PREFIX)]
     counts = {
         "aten_ops": float(sum(1 for e in events if e.name.startswith("aten::"))),
         "kernels": float(len(kernels)),

@@ -3,7 +3,8 @@
 Each wrapper here has a plain-PyTorch twin with the same arguments and results:
 ``ssd_scan_cuda`` ~ :func:`lightning_viper.ops.ssd.ssd_scan`, ``ssd_step_cuda`` ~ ``ssd_step``,
 ``causal_conv1d_cuda`` ~ :func:`lightning_viper.ops.conv.causal_conv1d`, ``causal_conv1d_step_cuda``
-~ ``causal_conv1d_step``, ``gated_rmsnorm_cuda`` ~ ``GatedRMSNorm``. The packages compile CUDA code
+~ ``causal_conv1d_step``, ``gated_rmsnorm_cuda`` ~ ``GatedRMSNorm``, ``rmsnorm_cuda`` ~ ``RMSNorm``
+(weight applied in float32). The packages compile CUDA code
 at install time and are optional:
 ``pip install --no-build-isolation "mamba-ssm>=2.2" "causal-conv1d>=1.4"`` on a CUDA machine.
 """
@@ -38,6 +39,7 @@ _state_update = _optional("mamba_ssm.ops.triton.selective_state_update", "select
 _conv_fn = _optional("causal_conv1d", "causal_conv1d_fn")
 _conv_update = _optional("causal_conv1d", "causal_conv1d_update")
 _gated_rmsnorm = _optional("mamba_ssm.ops.triton.layernorm_gated", "rmsnorm_fn")
+_rms_norm = _optional("mamba_ssm.ops.triton.layer_norm", "rms_norm_fn")
 
 
 def mamba_kernels_available() -> bool:
@@ -82,14 +84,16 @@ def ssd_scan_cuda(
     """``mamba_chunk_scan_combined``; see :func:`lightning_viper.ops.ssd.ssd_scan` for shapes.
 
     Labels become run numbers starting at 0, so the initial state belongs to position 0's run.
+    x, dt, B and C may be column slices of one projection (a last stride of 1 is all the kernels
+    need; they copy what does not have it): no copies of them here.
     """
     runs = run_ids(seq_idx).to(torch.int32).contiguous() if seq_idx is not None else None
     y, final = _chunk_scan(
-        x.contiguous(),
-        dt.contiguous(),
+        x,
+        dt,
         A.float(),
-        B.contiguous(),
-        C.contiguous(),
+        B,
+        C,
         chunk_size,
         D=D,
         z=None,
@@ -141,11 +145,24 @@ def causal_conv1d_cuda(
 ) -> tuple[Tensor, Tensor]:
     """``causal_conv1d_fn``; see :func:`lightning_viper.ops.conv.causal_conv1d` for shapes.
 
-    The carried state is prepended as K-1 extra inputs of position 0's run (works with any
-    causal-conv1d version, with or without ``seq_idx``), and those outputs are dropped.
+    Without ``seq_idx`` (every row one run) the kernel reads ``x`` where it lies, e.g. a column
+    slice of in_proj's output, and takes and returns the state itself. With it, the carried
+    state is prepended as K-1 extra inputs of position 0's run (the kernel takes no state with
+    run labels), and those outputs are dropped.
     """
     b, t, c = x.shape
     k = weight.shape[1]
+    if seq_idx is None and t >= k - 1 and _channel_last_ok(x):
+        init = None if initial_state is None else initial_state.transpose(1, 2).contiguous().transpose(1, 2)
+        y, final = _conv_fn(
+            x.transpose(1, 2),  # (B, C, T) with stride(1) == 1: no copy
+            weight.contiguous(),
+            bias,
+            initial_states=init,  # (B, C, K-1) channel-last
+            return_final_states=True,
+            activation=activation,
+        )
+        return y.transpose(1, 2), final.contiguous()
     hist = x.new_zeros(b, k - 1, c) if initial_state is None else initial_state.transpose(1, 2).to(x.dtype)
     xpad = torch.cat([hist, x], 1).contiguous()  # (B, T+K-1, C) channel-last
     runpad = None
@@ -163,6 +180,12 @@ def causal_conv1d_cuda(
     if runpad is not None:
         tail = tail * (runpad[:, t:] == runpad[:, -1:]).unsqueeze(-1).to(tail.dtype)
     return y.transpose(1, 2)[:, k - 1 :], tail.transpose(1, 2).contiguous()
+
+
+def _channel_last_ok(x: Tensor) -> bool:
+    """Whether causal-conv1d's channel-last kernel takes (B, T, C) ``x`` as it lies: unit channel
+    stride and channel count, time and batch strides in multiples of 8 elements."""
+    return x.stride(2) == 1 and x.shape[2] % 8 == 0 and x.stride(1) % 8 == 0 and x.stride(0) % 8 == 0
 
 
 def causal_conv1d_step_cuda(
@@ -189,3 +212,21 @@ def gated_rmsnorm_cuda(x: Tensor, gate: Tensor, weight: Tensor, eps: float, grou
         return out
 
     return split_rows(norm, tokens_per_call(row_stride), x, gate)
+
+
+def rmsnorm_available() -> bool:
+    """True when mamba-ssm's fused RMSNorm imports and CUDA is present."""
+    return _rms_norm is not None and torch.cuda.is_available()
+
+
+def rmsnorm_cuda(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """mamba-ssm's fused ``rms_norm_fn``: ``(weight * x * rsqrt(mean(x^2) + eps))`` in float32
+    registers, one read and one write of ``x`` (the PyTorch form makes four float32 passes).
+    (..., D) -> (..., D) in x's dtype; calls split under the kernel's 32-bit row offsets."""
+    d = x.shape[-1]
+
+    def norm(xs: Tensor) -> Tensor:
+        out: Tensor = _rms_norm(xs, weight, None, eps=eps)
+        return out
+
+    return split_rows(norm, tokens_per_call(d), x)

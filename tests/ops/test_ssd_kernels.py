@@ -179,3 +179,56 @@ def test_gated_rmsnorm_kernel_matches_torch_with_gradients(monkeypatch, dtype, i
     errs = [scaled_error(out, ref), scaled_error(xc.grad, xr.grad), scaled_error(gc.grad, gr.grad)]
     log.info("gated rmsnorm %s: out, dx, dgate errors %s", dtype, [f"{e:.1e}" for e in errs])
     assert out.dtype == dtype and max(errs) < 2 * tol, errs
+
+
+@pytest.mark.parametrize(("t", "with_state"), [(45, False), (45, True), (2, True)])
+def test_conv_kernel_reads_a_projection_slice_in_place(t, with_state):
+    """One run per row (no labels): the kernel reads a column slice of a wider projection as it
+    lies and takes / returns the state itself; 2 tokens (< K-1) go the prepending way."""
+    g = torch.Generator().manual_seed(4)
+    b, c, k, wide = 2, 64, 4, 104
+    proj = torch.randn(b, t, wide, generator=g)
+    x = proj[:, :, 24:88]  # (B, T, C) column slice, time stride 104
+    w, bias = torch.randn(c, k, generator=g), torch.randn(c, generator=g)
+    init = torch.randn(b, c, k - 1, generator=g) if with_state else None
+    y_ref, f_ref = conv.causal_conv1d(x, w, bias, initial_state=init)
+    x_cuda = proj.cuda()[:, :, 24:88]
+    assert x_cuda.stride(1) == wide and not x_cuda.is_contiguous()
+    y, f = kernels.causal_conv1d_cuda(
+        x_cuda, w.cuda(), bias.cuda(), initial_state=None if init is None else init.cuda()
+    )
+    torch.testing.assert_close(y.cpu(), y_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(f.cpu(), f_ref)
+    assert f.shape == (b, c, k - 1) and f.is_contiguous()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rmsnorm_matches_torch_with_gradients(monkeypatch, dtype):
+    """mamba-ssm's RMSNorm in the backbone's norm (weight in float32) against the PyTorch form,
+    outputs and gradients, with calls split under a lowered index limit (150 rows in 5 calls)."""
+    from lightning_viper.backbones.norm import RMSNorm
+    from lightning_viper.ops import pieces
+
+    monkeypatch.setattr(pieces, "INT32_LIMIT", 32 * 64)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 50, 64, generator=g) * 3
+    ref_norm = RMSNorm(64, 1e-5, weight_in_float32=True)
+    with torch.no_grad():
+        ref_norm.weight.copy_(torch.rand(64, generator=g) + 0.5)
+    xr = x.clone().requires_grad_()
+    ref = ref_norm(xr)
+    ref.square().sum().backward()
+    norm = RMSNorm(64, 1e-5, weight_in_float32=True, kernels="cuda").cuda()
+    with torch.no_grad():
+        norm.weight.copy_(ref_norm.weight)
+    assert norm._fused(x.cuda())
+    xc = x.cuda().to(dtype).requires_grad_()
+    out = norm(xc)
+    out.float().square().sum().backward()
+    errs = [
+        scaled_error(out, ref),
+        scaled_error(xc.grad, xr.grad),
+        scaled_error(norm.weight.grad, ref_norm.weight.grad),
+    ]
+    log.info("rmsnorm %s: out, dx, dweight errors %s", dtype, [f"{e:.1e}" for e in errs])
+    assert out.dtype == dtype and max(errs) < SCAN_TOL[dtype], errs
