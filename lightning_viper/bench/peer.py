@@ -2,7 +2,8 @@
 
 The peer is built on the meta device and its parameters are *assigned* our tensors (no copy, no
 extra memory), so both run the very same weights. transformers picks its own kernels: mamba-ssm
-and causal-conv1d when installed, else its PyTorch fallback.
+and causal-conv1d when installed, else its PyTorch fallback; its attention runs on the SDPA
+backends ours may use (``ops.attention.SDPA_BACKENDS``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import sdpa_kernel
 
 from lightning_viper.backbones.attention import GQAttention
 from lightning_viper.backbones.mamba2 import Mamba2Mixer
 from lightning_viper.backbones.nemotron_h import NemotronHBackbone
 from lightning_viper.backbones.nemotron_layers import SquaredReLUMLP
+from lightning_viper.ops.attention import SDPA_BACKENDS
 
 
 def _first(module: nn.Module, kind: type) -> Any:
@@ -86,6 +89,7 @@ def hf_peer(backbone: NemotronHBackbone) -> nn.Module:
 @torch.no_grad()
 def hf_prefill(peer: nn.Module, hidden: Tensor) -> Tensor:
     """(1, T, D) input embeddings -> (1,) first token, as ``generate`` prefills (cache on, last logits only)."""
-    out = peer(inputs_embeds=hidden, use_cache=True, logits_to_keep=1)
+    with sdpa_kernel(SDPA_BACKENDS):  # the attention kernels ours use (cuDNN's is left out)
+        out = peer(inputs_embeds=hidden, use_cache=True, logits_to_keep=1)
     token: Tensor = out.logits[:, -1].argmax(-1)
     return token

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 
@@ -48,6 +49,20 @@ class RowLayout:
         return RowLayout(tuple(max(0, n - cut) for n in self.lengths))
 
 
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+"""The kernels every call here may use. cuDNN's fused attention is left out: torch 2.11 prefers it
+on Hopper, and on the H200 it failed at random in a 131k-token prefill (``mha_graph.execute(...)
+.is_good()``, then an illegal memory access that ends the process; pytorch/pytorch#190321, whose
+workaround is to turn it off). Flash and memory-efficient attention cover every call made here."""
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, **kwargs: object) -> Tensor:
+    """``scaled_dot_product_attention`` restricted to :data:`SDPA_BACKENDS`."""
+    with sdpa_kernel(SDPA_BACKENDS):
+        out: Tensor = F.scaled_dot_product_attention(q, k, v, **kwargs)  # type: ignore[arg-type]
+    return out
+
+
 REPEAT_BYTES = 2 * 2**30
 """At most this many bytes of repeated keys + values per call in :func:`_sdpa_suffix` (grouped
 heads in a chunked prefill): one chunk over 1.6M earlier keys of the 9B would otherwise repeat
@@ -63,12 +78,12 @@ def _sdpa_suffix(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     hq, hkv = q.shape[1], k.shape[1]
     gqa = hq != hkv
     if tq == 1:  # decode: the single query sees every key
-        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+        return _sdpa(q, k, v, scale=scale, enable_gqa=gqa)
     if tq == tk:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+        return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     bias = causal_lower_right(tq, tk)
     if not gqa:
-        out: Tensor = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        out = _sdpa(q, k, v, attn_mask=bias, scale=scale)
         return out
     # CausalBias's fused lower-right kernels do not take grouped heads: repeat k/v, a few
     # key/value heads per call so the copies stay under REPEAT_BYTES
@@ -77,14 +92,14 @@ def _sdpa_suffix(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     step = max(1, min(hkv, REPEAT_BYTES // max(per_head, 1)))
     if step == hkv:
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        out = _sdpa(q, k, v, attn_mask=bias, scale=scale)
         return out
     out = q.new_empty(q.shape)  # (N, Hq, Tq, hd)
     for h in range(0, hkv, step):
         heads = slice(h * rep, min(h + step, hkv) * rep)
         ks = k[:, h : h + step].repeat_interleave(rep, dim=1)
         vs = v[:, h : h + step].repeat_interleave(rep, dim=1)
-        out[:, heads] = F.scaled_dot_product_attention(q[:, heads], ks, vs, attn_mask=bias, scale=scale)
+        out[:, heads] = _sdpa(q[:, heads], ks, vs, attn_mask=bias, scale=scale)
     return out
 
 
@@ -98,7 +113,7 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scale: fl
     safe = allowed.clone()
     safe[..., 0] |= empty
     gqa = q.shape[1] != k.shape[1]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe.unsqueeze(1), scale=scale, enable_gqa=gqa)
+    out = _sdpa(q, k, v, attn_mask=safe.unsqueeze(1), scale=scale, enable_gqa=gqa)
     return out.masked_fill(empty[:, None, :, None], 0.0)
 
 
@@ -176,7 +191,7 @@ def single_query_attention(
     safe = allowed.clone()
     safe[:, 0] |= empty  # a dummy key keeps the softmax finite; the row is zeroed below
     grouped = q.reshape(b, hkv, hq // hkv, hd)  # query head h uses key/value head h // (Hq / Hkv)
-    out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=safe[:, None, None, :], scale=scale)
+    out = _sdpa(grouped, k, v, attn_mask=safe[:, None, None, :], scale=scale)
     return out.reshape(b, hq, 1, hd).masked_fill(empty[:, None, None, None], 0.0)
 
 
@@ -214,10 +229,12 @@ def causal_attention(
         raise ValueError(f"more queries ({tq}) than keys ({tk}): queries must be the last Tq key positions")
     if tq == 1:
         return single_query_attention(q, k, v, key_mask, key_segment, query_segment, scale)
+    if layout is not None and len(layout.lengths) != b:
+        raise ValueError(f"layout describes {len(layout.lengths)} rows, the keys have {b}")
+    if layout is not None and b > 0 and all(n == tk for n in layout.lengths):
+        return _sdpa_suffix(q, k, v, scale)  # every row whole: no output buffer to fill and copy
     out = q.new_zeros(q.shape)  # (B, Hq, Tq, hd)
     if layout is not None:
-        if len(layout.lengths) != b:
-            raise ValueError(f"layout describes {len(layout.lengths)} rows, the keys have {b}")
         counts, ok_rows = list(layout.lengths), [n > 0 for n in layout.lengths]  # empty rows stay 0
     else:
         ok, n = _single_segment_rows(key_mask, key_segment, query_segment)

@@ -173,3 +173,28 @@ def test_gpu_bf16_matches_fp32_reference(tq: int) -> None:
         *(x.to(dev, torch.bfloat16) for x in (q, k, v)), key_mask.to(dev), key_segment.to(dev), qs.to(dev), hd**-0.5
     )
     torch.testing.assert_close(got.float().cpu(), want, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_prefill_attention_never_runs_cudnn() -> None:
+    """torch prefers cuDNN's fused attention on Hopper; ours must run flash / efficient instead
+    (ops.attention.SDPA_BACKENDS): whole rows, a chunk over earlier keys, and a masked row."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    tk, hd = 1024, 128
+    q, k, v = (torch.randn(2, h, tk, hd, generator=gen, device=dev, dtype=torch.bfloat16) for h in (8, 2, 2))
+    whole = torch.ones(2, tk, dtype=torch.bool, device=dev)
+    seg = torch.zeros(2, tk, dtype=torch.long, device=dev)
+    holes = whole.clone()
+    holes[1, 10] = False
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        causal_attention(q, k, v, whole, seg, seg, hd**-0.5)
+        causal_attention(q[:, :, -256:], k, v, whole, seg, seg[:, -256:], hd**-0.5)
+        causal_attention(q, k, v, holes, torch.where(holes, seg, -1), torch.where(holes, seg, -1), hd**-0.5)
+        torch.cuda.synchronize()
+    names = [e.key.lower() for e in prof.key_averages()]
+    assert not [n for n in names if "cudnn" in n], names
+    assert [n for n in names if "flash" in n or "fmha" in n or "attention" in n], names

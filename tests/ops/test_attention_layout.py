@@ -11,7 +11,7 @@ from tests.ops.test_attention import make_layout, naive_attention
 
 
 @pytest.mark.parametrize("tq", [2, 4, 9])
-@pytest.mark.parametrize("rows", [[[9]], [[9], [4], [6]], [[5], [5]], [[9], [0], [3]]])
+@pytest.mark.parametrize("rows", [[[9]], [[9], [9]], [[9], [4], [6]], [[5], [5]], [[9], [0], [3]]])
 def test_a_known_layout_gives_the_checked_result(rows: list[list[int]], tq: int) -> None:
     """Each chunk of a left-padded prefill: the keys so far (``prefix``) against the naive loop."""
     gen = torch.Generator().manual_seed(0)
