@@ -19,7 +19,7 @@ from lightning_viper.ops import kernels
 from lightning_viper.ops import ssd as torch_ssd
 from lightning_viper.ops.attention import RowLayout
 from lightning_viper.ops.kernels import KernelChoice
-from lightning_viper.ops.pieces import in_pieces, map_rows, tokens_per_call
+from lightning_viper.ops.pieces import in_pieces, map_rows, tokens_per_piece
 
 
 class GatedRMSNorm(nn.Module):
@@ -134,8 +134,9 @@ class Mamba2Mixer(nn.Module):
         conv state; ``segment`` None: every row is one run."""
         conv = kernels.causal_conv1d_cuda if cuda else torch_conv.causal_conv1d
         weight = self.conv1d.weight.squeeze(1)  # (C, K)
-        # the CUDA kernels index with 32-bit integers: long calls run in pieces (state carried)
-        conv_limit = tokens_per_call(xbc.shape[0] * self.conv_dim) if cuda else xbc.shape[1]
+        # the CUDA kernels index with 32-bit integers: long calls run in pieces (state carried),
+        # sized by where xbc lies (a column slice of in_proj reaches its full width per token)
+        conv_limit = tokens_per_piece(xbc) if cuda else xbc.shape[1]
         out: tuple[Tensor, Tensor] = in_pieces(
             conv,
             conv_limit,
@@ -178,17 +179,22 @@ class Mamba2Mixer(nn.Module):
             conv_init, ssm_init = cache.conv_state, cache.ssm_state
         xbc, conv_final = self._conv(xbc, seg, conv_init, cuda)
         xs, b, c = self._split_conv_out(xbc if keep is None else xbc * keep)  # (B, T, inner), (B, T, G*N) x2
+        xs = xs.reshape(bsz, t, self.num_heads, self.head_dim)  # views of the conv output
+        b = b.reshape(bsz, t, self.n_groups, self.state_size)
+        c = c.reshape(bsz, t, self.n_groups, self.state_size)
+        dt = dt.contiguous()  # (B, T, H): a few MB; as in_proj's slice it would cut the pieces to in_proj's width
         scan = kernels.ssd_scan_cuda if cuda else torch_ssd.ssd_scan
-        scan_limit = tokens_per_call(bsz * self.inner, self.chunk_size) if cuda else t
+        # 32-bit kernels: pieces sized by where x, B, C lie (slices of the conv output's width)
+        scan_limit = tokens_per_piece(xs, dt, b, c, multiple_of=self.chunk_size) if cuda else t
         y, ssm_final = in_pieces(
             scan,
             scan_limit,
             ("x", "dt", "B", "C"),
-            x=xs.reshape(bsz, t, self.num_heads, self.head_dim),
+            x=xs,
             dt=dt,
             A=-torch.exp(self.A_log.float()),
-            B=b.reshape(bsz, t, self.n_groups, self.state_size),
-            C=c.reshape(bsz, t, self.n_groups, self.state_size),
+            B=b,
+            C=c,
             chunk_size=self.chunk_size,
             D=self.D,
             dt_bias=self.dt_bias,

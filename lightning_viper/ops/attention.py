@@ -23,6 +23,7 @@ fixed shapes, so a decode step can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,10 +64,22 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, **kwargs: object) -> Tensor:
     return out
 
 
-REPEAT_BYTES = 2 * 2**30
-"""At most this many bytes of repeated keys + values per call in :func:`_sdpa_suffix` (grouped
-heads in a chunked prefill): one chunk over 1.6M earlier keys of the 9B would otherwise repeat
-31 GiB of them at once (docs/benchmarks.md, "third pass")."""
+def _per_group_member(call: Callable[[Tensor, Tensor, Tensor], Tensor], q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """``call(q, k, v)`` for grouped heads without grouped-query support in the kernel: one call
+    per member r of a group, over query heads r, r + G, ... (one per key/value head), so k and v
+    are never repeated. q (N, Hq, Tq, hd); k, v (N, Hkv, Tk, hd) -> (N, Hq, Tq, hd).
+
+    Memory-efficient attention (the kernel that takes a mask or a lower-right causal bias) has no
+    grouped-query support: asked for it, SDPA falls back to the math kernel, which repeats k and v
+    in float32 (31 GiB for TransV's 819k dropped tokens at 102,400 frames)."""
+    rep = q.shape[1] // k.shape[1]
+    if rep == 1:
+        return call(q, k, v)
+    grouped = q.unflatten(1, (k.shape[1], rep))  # (N, Hkv, rep, Tq, hd): query head g * rep + r
+    out = q.new_empty(grouped.shape)
+    for r in range(rep):
+        out[:, :, r] = call(grouped[:, :, r], k, v)
+    return out.flatten(1, 2)
 
 
 def _sdpa_suffix(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
@@ -75,45 +88,29 @@ def _sdpa_suffix(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     q (N, Hq, Tq, hd); k, v (N, Hkv, Tk, hd) with Tq <= Tk -> (N, Hq, Tq, hd).
     """
     tq, tk = q.shape[-2], k.shape[-2]
-    hq, hkv = q.shape[1], k.shape[1]
-    gqa = hq != hkv
+    gqa = q.shape[1] != k.shape[1]
     if tq == 1:  # decode: the single query sees every key
         return _sdpa(q, k, v, scale=scale, enable_gqa=gqa)
     if tq == tk:
         return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    bias = causal_lower_right(tq, tk)
-    if not gqa:
-        out = _sdpa(q, k, v, attn_mask=bias, scale=scale)
-        return out
-    # CausalBias's fused lower-right kernels do not take grouped heads: repeat k/v, a few
-    # key/value heads per call so the copies stay under REPEAT_BYTES
-    rep = hq // hkv
-    per_head = 2 * rep * k[:, :1].numel() * k.element_size()  # repeated k + v of one key/value head
-    step = max(1, min(hkv, REPEAT_BYTES // max(per_head, 1)))
-    if step == hkv:
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        out = _sdpa(q, k, v, attn_mask=bias, scale=scale)
-        return out
-    out = q.new_empty(q.shape)  # (N, Hq, Tq, hd)
-    for h in range(0, hkv, step):
-        heads = slice(h * rep, min(h + step, hkv) * rep)
-        ks = k[:, h : h + step].repeat_interleave(rep, dim=1)
-        vs = v[:, h : h + step].repeat_interleave(rep, dim=1)
-        out[:, heads] = _sdpa(q[:, heads], ks, vs, attn_mask=bias, scale=scale)
-    return out
+    bias = causal_lower_right(tq, tk)  # its fused kernels take no grouped heads
+    return _per_group_member(lambda qs, ks, vs: _sdpa(qs, ks, vs, attn_mask=bias, scale=scale), q, k, v)
 
 
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scale: float) -> Tensor:
     """SDPA with an explicit boolean mask ``allowed`` (N, Tq, Tk); rows with no allowed key -> 0.
 
-    q (N, Hq, Tq, hd); k, v (N, Hkv, Tk, hd) -> (N, Hq, Tq, hd).
+    q (N, Hq, Tq, hd); k, v (N, Hkv, Tk, hd) -> (N, Hq, Tq, hd). The mask becomes one additive
+    bias (N, 1, Tq, Tk) in q's dtype, shared by the calls of :func:`_per_group_member`.
     """
     empty = ~allowed.any(-1)  # (N, Tq)
     # give empty rows one dummy key so softmax stays finite, then zero them
     safe = allowed.clone()
     safe[..., 0] |= empty
-    gqa = q.shape[1] != k.shape[1]
-    out = _sdpa(q, k, v, attn_mask=safe.unsqueeze(1), scale=scale, enable_gqa=gqa)
+    bias = torch.zeros(safe.shape, dtype=q.dtype, device=q.device).masked_fill_(~safe, float("-inf"))
+    del safe
+    bias = bias.unsqueeze(1)  # (N, 1, Tq, Tk)
+    out = _per_group_member(lambda qs, ks, vs: _sdpa(qs, ks, vs, attn_mask=bias, scale=scale), q, k, v)
     return out.masked_fill(empty[:, None, :, None], 0.0)
 
 

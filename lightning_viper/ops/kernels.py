@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lightning_viper.ops.conv import run_ids
-from lightning_viper.ops.pieces import split_rows, tokens_per_call
+from lightning_viper.ops.pieces import split_rows, tokens_per_call, within_reach
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,17 @@ def ssd_scan_cuda(
 
     Labels become run numbers starting at 0, so the initial state belongs to position 0's run.
     x, dt, B and C may be column slices of one projection (a last stride of 1 is all the kernels
-    need; they copy what does not have it): no copies of them here.
+    need; they copy what does not have it), read in place while every offset into them fits
+    32 bits (the Triton kernels multiply chunk index, chunk size and token stride in int32: past
+    that they read wrapped addresses); a slice that reaches further is copied first.
     """
     runs = run_ids(seq_idx).to(torch.int32).contiguous() if seq_idx is not None else None
     y, final = _chunk_scan(
-        x,
-        dt,
+        within_reach(x),
+        within_reach(dt),
         A.float(),
-        B,
-        C,
+        within_reach(B),
+        within_reach(C),
         chunk_size,
         D=D,
         z=None,
@@ -152,6 +154,7 @@ def causal_conv1d_cuda(
     """
     b, t, c = x.shape
     k = weight.shape[1]
+    x = within_reach(x)  # the kernel's offsets are 32-bit
     if seq_idx is None and t >= k - 1 and _channel_last_ok(x):
         init = None if initial_state is None else initial_state.transpose(1, 2).contiguous().transpose(1, 2)
         y, final = _conv_fn(

@@ -8,6 +8,7 @@ op piece by piece, carrying its state, gives the same result as one call.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,33 @@ def tokens_per_call(elements_per_token: int, multiple_of: int = 1) -> int:
     if limit < 1:
         raise ValueError(f"one token holds {elements_per_token} elements: no piece fits under {INT32_LIMIT}")
     return limit
+
+
+def reach(x: Tensor) -> int:
+    """Elements from ``x``'s first to its last element, plus one: the largest offset a kernel
+    walking ``x`` through its strides computes (a column slice of a wider tensor reaches further
+    than its own numel). 0 for an empty tensor."""
+    if x.numel() == 0:
+        return 0
+    return 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride(), strict=True))
+
+
+def within_reach(x: Tensor) -> Tensor:
+    """``x`` as it lies when every offset into it fits :data:`INT32_LIMIT`, else a contiguous copy
+    (which fits whenever ``x.numel()`` does: callers size their pieces with :func:`tokens_per_piece`)."""
+    return x if reach(x) <= INT32_LIMIT else x.contiguous()
+
+
+def tokens_per_piece(*xs: Tensor, multiple_of: int = 1) -> int:
+    """Largest piece along dim 1 of these (B, T, ...) tensors, a multiple of ``multiple_of``, that
+    32-bit kernels can address: one row read where it lies (``stride(1)`` elements per token, e.g.
+    in_proj's full width for a column slice), or B rows as the compact copy
+    :func:`within_reach` makes of a piece whose rows lie too far apart."""
+    per_token = 1
+    for x in xs:
+        compact = x.shape[0] * math.prod(x.shape[2:])  # B x elements of one token
+        per_token = max(per_token, compact, x.stride(1) if x.shape[0] == 1 else 0)
+    return tokens_per_call(per_token, multiple_of)
 
 
 def in_pieces(

@@ -130,21 +130,42 @@ def test_gradients_flow_and_padding_rows_have_none() -> None:
     assert k.grad is not None and (k.grad[1, :, :2] == 0).all()
 
 
-@pytest.mark.parametrize("budget_heads", [1, 3, 4])
-def test_chunk_over_long_prefix_repeats_few_heads_at_a_time(monkeypatch: pytest.MonkeyPatch, budget_heads: int) -> None:
-    """A chunk's queries over many earlier keys with grouped heads: the repeated keys/values of
-    one call stay under REPEAT_BYTES (here 1, 3 or all 4 key/value heads' worth), same result."""
-    hq, hkv, tk, tq, hd = 8, 4, 40, 8, 8
-    one_head = 2 * (hq // hkv) * tk * hd * 4  # repeated k + v of one key/value head, fp32
-    monkeypatch.setattr(attention, "REPEAT_BYTES", budget_heads * one_head)
-    # records a repeated k (or v) of one row spanning more than min(budget, 3) key/value heads
-    with BigOutputs(one_head // 2 * min(budget_heads, hkv - 1) + 1) as watch:
+@pytest.mark.parametrize("hkv", [4, 2, 1])
+def test_chunk_over_long_prefix_never_repeats_keys(hkv: int) -> None:
+    """A chunk's queries over many earlier keys with grouped heads (lower-right causal bias, whose
+    kernels take no grouped heads): one call per group member, k and v never repeated, and the
+    naive result. The watch records any new tensor as large as one row's keys."""
+    hq, tk, tq, hd = 8, 40, 8, 8
+    with BigOutputs(hkv * tk * hd * 4) as watch:  # one row's k (fp32): a repeat is at least this
         run_case([[tk], [tk - 3]], tk=tk, tq=tq, hq=hq, hkv=hkv, hd=hd)
-    repeats = watch.ops.count("repeat_interleave")
-    if budget_heads == hkv:  # everything fits: k and v of both row groups repeated whole, and seen
-        assert repeats == 4
-    else:  # no call repeated more heads than the budget holds
-        assert repeats == 0
+    assert "repeat_interleave" not in watch.ops and "repeat" not in watch.ops, watch.ops
+
+
+@pytest.mark.parametrize("hkv", [4, 2, 1])
+def test_masked_grouped_heads_match_naive_without_repeats(hkv: int) -> None:
+    """masked_attention (TransV's cross-attention, rows with holes) with grouped heads: the naive
+    result, and no keys repeated by us (that SDPA runs a fused kernel, not its math fallback,
+    is checked on the GPU: test_gpu_prefill_attention_never_runs_cudnn)."""
+    gen = torch.Generator().manual_seed(4)
+    hq, tq, tk, hd = 8, 3, 50, 8
+    q = torch.randn(2, hq, tq, hd, generator=gen)
+    k, v = (torch.randn(2, hkv, tk, hd, generator=gen) for _ in range(2))
+    allowed = torch.rand(2, tq, tk, generator=gen) < 0.5
+    allowed[1, 2] = False  # a query with no key gets 0
+    with BigOutputs(hq * tk * hd * 4) as watch:  # k repeated to every query head (fp32)
+        got = attention.masked_attention(q, k, v, allowed, hd**-0.5)
+    assert "repeat_interleave" not in watch.ops and "repeat" not in watch.ops, watch.ops
+    want = torch.zeros(2, hq, tq, hd, dtype=torch.float64)
+    for n in range(2):
+        for h in range(hq):
+            g = h // (hq // hkv)
+            for i in range(tq):
+                keys = allowed[n, i].nonzero().flatten()
+                if len(keys) == 0:
+                    continue
+                w = torch.softmax((k[n, g, keys].double() @ q[n, h, i].double()) * hd**-0.5, 0)
+                want[n, h, i] = w @ v[n, g, keys].double()
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
 
 
 def test_rejects_bad_heads() -> None:
@@ -179,7 +200,8 @@ def test_gpu_bf16_matches_fp32_reference(tq: int) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_prefill_attention_never_runs_cudnn() -> None:
     """torch prefers cuDNN's fused attention on Hopper; ours must run flash / efficient instead
-    (ops.attention.SDPA_BACKENDS): whole rows, a chunk over earlier keys, and a masked row."""
+    (ops.attention.SDPA_BACKENDS), never the math fallback: whole rows, a chunk over earlier keys,
+    a masked row (all with grouped heads), and TransV's masked cross-attention."""
     from torch.profiler import ProfilerActivity, profile
 
     dev = torch.device("cuda")
@@ -190,11 +212,14 @@ def test_gpu_prefill_attention_never_runs_cudnn() -> None:
     seg = torch.zeros(2, tk, dtype=torch.long, device=dev)
     holes = whole.clone()
     holes[1, 10] = False
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         causal_attention(q, k, v, whole, seg, seg, hd**-0.5)
         causal_attention(q[:, :, -256:], k, v, whole, seg, seg[:, -256:], hd**-0.5)
         causal_attention(q, k, v, holes, torch.where(holes, seg, -1), torch.where(holes, seg, -1), hd**-0.5)
+        attention.masked_attention(q[:, :, :16], k, v, holes[:, None, :].expand(2, 16, tk), hd**-0.5)
         torch.cuda.synchronize()
     names = [e.key.lower() for e in prof.key_averages()]
     assert not [n for n in names if "cudnn" in n], names
+    # nor the math fallback (grouped heads with a mask or a lower-right bias ask for it)
+    assert not [n for n in names if "attention_math" in n], names
     assert [n for n in names if "flash" in n or "fmha" in n or "attention" in n], names

@@ -5,7 +5,16 @@ import torch
 
 from lightning_viper.ops import pieces
 from lightning_viper.ops.conv import causal_conv1d
-from lightning_viper.ops.pieces import INT32_LIMIT, in_pieces, map_rows, split_rows, tokens_per_call
+from lightning_viper.ops.pieces import (
+    INT32_LIMIT,
+    in_pieces,
+    map_rows,
+    reach,
+    split_rows,
+    tokens_per_call,
+    tokens_per_piece,
+    within_reach,
+)
 from lightning_viper.ops.ssd import ssd_scan
 
 T = 29
@@ -70,6 +79,34 @@ def test_tokens_per_call() -> None:
         tokens_per_call(0)
     with pytest.raises(ValueError, match="no piece fits"):
         tokens_per_call(2**31)
+
+
+def test_reach_counts_what_a_slice_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A column slice of a wider projection reaches its full width per token; a piece whose reach
+    passes the 32-bit limit is copied compact, one that fits is handed over as it lies."""
+    proj = torch.zeros(1, 10, 22)  # one row, 10 tokens, in_proj 22 wide
+    dt = proj[:, :, 20:]  # (1, 10, 2), time stride 22
+    assert reach(dt) == 9 * 22 + 2 and reach(proj[:, :0]) == 0
+    monkeypatch.setattr(pieces, "INT32_LIMIT", 9 * 22 + 2)
+    assert within_reach(dt) is dt
+    monkeypatch.setattr(pieces, "INT32_LIMIT", 9 * 22 + 1)
+    copied = within_reach(dt)
+    assert copied.is_contiguous() and copied.data_ptr() != dt.data_ptr() and torch.equal(copied, dt)
+
+
+def test_tokens_per_piece_follows_the_strides() -> None:
+    # the 9B mixer, one row: dt as in_proj's slice reaches 22,656 elements per token, the conv
+    # output's x slice 12,288 -> 94,720 or 174,592 tokens per scan call (vs 209,664 contiguous)
+    proj = torch.empty_strided((1, 4, 22_656), (4 * 22_656, 22_656, 1), device="meta")
+    conv_out = torch.empty_strided((1, 4, 12_288), (4 * 12_288, 12_288, 1), device="meta")
+    x = conv_out[:, :, :10_240].unflatten(-1, (128, 80))
+    dt = proj[:, :, -128:]
+    assert tokens_per_piece(x, multiple_of=256) == 174_592 == INT32_LIMIT // 12_288 // 256 * 256
+    assert tokens_per_piece(x, dt, multiple_of=256) == INT32_LIMIT // 22_656 // 256 * 256
+    assert tokens_per_piece(x, dt.contiguous(), multiple_of=256) == 174_592
+    # several rows: their pieces are copied compact, so B x the token's elements count
+    rows = torch.empty(3, 4, 128, 80, device="meta")
+    assert tokens_per_piece(rows[:, :, :, :40]) == tokens_per_call(3 * 128 * 40)
 
 
 def test_map_rows_in_pieces_without_autograd(monkeypatch: pytest.MonkeyPatch) -> None:

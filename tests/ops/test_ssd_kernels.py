@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from lightning_viper.ops import conv, kernels, ssd
-from lightning_viper.ops.pieces import in_pieces
+from lightning_viper.ops import conv, kernels, pieces, ssd
+from lightning_viper.ops.pieces import in_pieces, reach
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,6 @@ def test_conv_kernel_in_pieces_matches_torch():
 )
 def test_gated_rmsnorm_kernel_matches_torch_with_gradients(monkeypatch, dtype, index_limit):
     from lightning_viper.backbones.mamba2 import GatedRMSNorm
-    from lightning_viper.ops import pieces
 
     if index_limit is not None:  # 32 rows of 64 per kernel call: 150 rows in 5 calls
         monkeypatch.setattr(pieces, "INT32_LIMIT", index_limit)
@@ -207,7 +206,6 @@ def test_fused_rmsnorm_matches_torch_with_gradients(monkeypatch, dtype):
     """mamba-ssm's RMSNorm in the backbone's norm (weight in float32) against the PyTorch form,
     outputs and gradients, with calls split under a lowered index limit (150 rows in 5 calls)."""
     from lightning_viper.backbones.norm import RMSNorm
-    from lightning_viper.ops import pieces
 
     monkeypatch.setattr(pieces, "INT32_LIMIT", 32 * 64)
     g = torch.Generator().manual_seed(6)
@@ -232,3 +230,35 @@ def test_fused_rmsnorm_matches_torch_with_gradients(monkeypatch, dtype):
     ]
     log.info("rmsnorm %s: out, dx, dweight errors %s", dtype, [f"{e:.1e}" for e in errs])
     assert out.dtype == dtype and max(errs) < SCAN_TOL[dtype], errs
+
+
+@torch.no_grad()
+def test_scan_of_projection_slices_past_32_bit_reach_matches_compact_pieces():
+    """The 9B mixer's widths, one row of 100,352 tokens, x / dt / B / C as column slices of one
+    in_proj-wide tensor: each reaches ~2.27e9 elements, past the kernels' int32 offsets (they read
+    wrapped addresses, then fault, when handed such a slice). Equal to the scan of compact copies
+    in two pieces, each well inside the limit."""
+    t, heads, p, groups, n, wide = 100_352, 128, 80, 8, 128, 22_656
+    dev = torch.device("cuda")
+    g = torch.Generator(device=dev).manual_seed(0)
+    proj = torch.randn(1, t, wide, device=dev, dtype=torch.bfloat16, generator=g)  # (1, T, in_proj width)
+    inner, gn = heads * p, groups * n
+    x = proj[:, :, :inner].unflatten(-1, (heads, p))
+    b = proj[:, :, inner : inner + gn].unflatten(-1, (groups, n))
+    c = proj[:, :, inner + gn : inner + 2 * gn].unflatten(-1, (groups, n))
+    dt = proj[:, :, -heads:]
+    assert min(reach(v) for v in (x, b, c, dt)) > pieces.INT32_LIMIT
+    params = dict(
+        A=-torch.rand(heads, device=dev, generator=g) * 3,
+        chunk_size=256,
+        D=torch.randn(heads, device=dev, generator=g),
+        dt_bias=torch.randn(heads, device=dev, generator=g) * 0.3,
+        dt_softplus=True,
+    )
+    y, final = kernels.ssd_scan_cuda(x=x, dt=dt, B=b, C=c, **params)
+    compact = {k: v.contiguous() for k, v in dict(x=x, dt=dt, B=b, C=c).items()}
+    del proj, x, b, c, dt
+    y_ref, final_ref = in_pieces(kernels.ssd_scan_cuda, t // 2, ("x", "dt", "B", "C"), **compact, **params)
+    errs = scaled_error(y, y_ref), scaled_error(final, final_ref)
+    log.info("scan over slices past int32 reach: y, final errors %.1e %.1e", *errs)
+    assert max(errs) < SCAN_TOL[torch.bfloat16], errs
