@@ -11,6 +11,7 @@ from lightning_viper.backbones.attention import AttentionLayer
 from lightning_viper.sequence import SequenceState
 
 QUERY_CHUNK = 16  # query tokens scored at once: (B, Hq, 16, T) float32 logits
+KEY_PIECE = 65_536  # tokens normed and projected to keys at a time
 
 
 @torch.no_grad()
@@ -33,8 +34,16 @@ def query_attention(
     width = int(count.max()) if b else 0
     if width == 0:
         return out
-    x = view.norm(hidden.to(view.norm.weight.dtype)) if pre_norm else hidden.to(attn.q_proj.weight.dtype)
-    k = attn.key(x, state.position).float()  # (B, Hkv, T, hd), once for every query
+
+    def prepared(h: Tensor) -> Tensor:  # what the projections read: the layer's pre-norm of h (or h)
+        return view.norm(h.to(view.norm.weight.dtype)) if pre_norm else h.to(attn.q_proj.weight.dtype)
+
+    # keys once for every query, normed and projected KEY_PIECE tokens at a time: no normed copy
+    # of the whole sequence (6.8 GiB at TransV's second stage of a 102,400-frame prefill)
+    k = torch.empty(b, attn.num_kv_heads, t, attn.head_dim, dtype=torch.float32, device=hidden.device)
+    for s in range(0, t, KEY_PIECE):
+        e = min(s + KEY_PIECE, t)
+        k[:, :, s:e] = attn.key(prepared(hidden[:, s:e]), state.position[:, s:e])  # (B, Hkv, piece, hd)
     rows, cols = queries.nonzero(as_tuple=True)  # (Q,) row-major: in sequence order per row
     slot = (queries.cumsum(1) - 1)[rows, cols]  # (Q,) place of each query in its row
     qcol = torch.full((b, width), t - 1, dtype=torch.long, device=hidden.device)  # (B, W)
@@ -43,7 +52,7 @@ def query_attention(
     per_segment = torch.bincount(state.segment[queries], minlength=state.num_segments)  # (S,)
     qseg = state.segment.gather(1, qcol)  # (B, W)
     weight = torch.where(valid, 1.0 / per_segment[qseg.clamp(min=0)].clamp(min=1).float(), 0.0)  # (B, W)
-    xq = x.gather(1, qcol[..., None].expand(b, width, x.shape[-1]))  # (B, W, D)
+    xq = prepared(hidden.gather(1, qcol[..., None].expand(b, width, hidden.shape[-1])))  # (B, W, D)
     q = attn.query(xq, state.position.gather(1, qcol)).float()  # (B, Hq, W, hd)
     group = attn.num_heads // attn.num_kv_heads
     q = q.view(b, attn.num_kv_heads, group, width, attn.head_dim)  # (B, Hkv, G, W, hd)

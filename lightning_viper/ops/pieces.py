@@ -110,6 +110,7 @@ def split_rows(fn: Callable[..., Tensor], max_rows: int, *xs: Tensor) -> Tensor:
     first = fn(*(f[:max_rows] for f in flat))
     buf = first.new_empty(rows, first.shape[-1])  # (N, C_out)
     buf[:max_rows] = first
+    del first  # else alive beside every later piece (4 GiB of a fused norm over 819k tokens)
     for s in starts[1:]:
         buf[s : s + max_rows] = fn(*(f[s : s + max_rows] for f in flat))
     return buf.view(*lead, buf.shape[-1])

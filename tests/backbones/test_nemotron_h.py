@@ -108,7 +108,11 @@ def test_gradient_checkpointing_gives_the_same_grads(pair):
         torch.testing.assert_close(grads[1][key], g, rtol=1e-4, atol=1e-6, msg=key)
 
 
-def test_attention_scores_match_naive_softmax(pair):
+@pytest.mark.parametrize("key_piece", [65_536, 5])  # 5: keys normed and projected in pieces of 5 tokens
+def test_attention_scores_match_naive_softmax(pair, monkeypatch, key_piece):
+    from lightning_viper.backbones import scores as scores_module
+
+    monkeypatch.setattr(scores_module, "KEY_PIECE", key_piece)
     _, path = pair
     model = load_nemotron_h(path, kernels="torch").eval()
     state = packed_state([[6, 8], [10]])
