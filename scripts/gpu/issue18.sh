@@ -37,8 +37,9 @@ for what in "$@"; do
     step decode "${DECODE_S:-200}" decode "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_decode_32k\", \"repeats\": 2}" ;;
   profile)  # where one TransV prefill of 1,024 frames spends its time
     step profile "${PROFILE_S:-90}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_breakdown_1k\", \"frames\": 1024, \"encoder_options\": $ENC}" ;;
-  peerprofile)  # our backbone and transformers' NemotronH, 64 frames, the same embeddings, each profiled
-    step peerprofile "${PEERPROFILE_S:-120}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_peer_profile_64\", \"frames\": 64,
+  peerprofile)  # our backbone and transformers' NemotronH, the same embeddings, each profiled (PEERPROFILE_FRAMES, 64)
+    pf=${PEERPROFILE_FRAMES:-64}
+    step peerprofile "${PEERPROFILE_S:-120}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_peer_profile_$pf\", \"frames\": $pf,
       \"strategy\": \"none\", \"mode\": \"peer\", \"row_limit\": 40}" ;;
   encoder)  # SigLIP so400m alone: transformers' / fused layers, eager / compiled; SDPA backends
     step encoder "${ENCODER_S:-300}" encoder "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_encoder\", \"frames\": 512,
