@@ -23,7 +23,6 @@ fixed shapes, so a decode step can be captured in a CUDA graph.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -64,21 +63,21 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, **kwargs: object) -> Tensor:
     return out
 
 
-def _per_group_member(call: Callable[[Tensor, Tensor, Tensor], Tensor], q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """``call(q, k, v)`` for grouped heads without grouped-query support in the kernel: one call
-    per member r of a group, over query heads r, r + G, ... (one per key/value head), so k and v
-    are never repeated. q (N, Hq, Tq, hd); k, v (N, Hkv, Tk, hd) -> (N, Hq, Tq, hd).
+def _per_group_member(q: Tensor, k: Tensor, v: Tensor, **kwargs: object) -> Tensor:
+    """:func:`_sdpa` for grouped heads where the kernel has no grouped-query support: one call per
+    member r of a group, over query heads r, r + G, ... (one per key/value head), so k and v are
+    never repeated. q (N, Hq, Tq, hd); k, v (N, Hkv, Tk, hd) -> (N, Hq, Tq, hd).
 
     Memory-efficient attention (the kernel that takes a mask or a lower-right causal bias) has no
     grouped-query support: asked for it, SDPA falls back to the math kernel, which repeats k and v
     in float32 (31 GiB for TransV's 819k dropped tokens at 102,400 frames)."""
     rep = q.shape[1] // k.shape[1]
     if rep == 1:
-        return call(q, k, v)
+        return _sdpa(q, k, v, **kwargs)
     grouped = q.unflatten(1, (k.shape[1], rep))  # (N, Hkv, rep, Tq, hd): query head g * rep + r
     out = q.new_empty(grouped.shape)
     for r in range(rep):
-        out[:, :, r] = call(grouped[:, :, r], k, v)
+        out[:, :, r] = _sdpa(grouped[:, :, r], k, v, **kwargs)
     return out.flatten(1, 2)
 
 
@@ -93,8 +92,8 @@ def _sdpa_suffix(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         return _sdpa(q, k, v, scale=scale, enable_gqa=gqa)
     if tq == tk:
         return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    bias = causal_lower_right(tq, tk)  # its fused kernels take no grouped heads
-    return _per_group_member(lambda qs, ks, vs: _sdpa(qs, ks, vs, attn_mask=bias, scale=scale), q, k, v)
+    # CausalBias's fused lower-right kernels take no grouped heads
+    return _per_group_member(q, k, v, attn_mask=causal_lower_right(tq, tk), scale=scale)
 
 
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scale: float) -> Tensor:
@@ -110,7 +109,7 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scale: fl
     bias = torch.zeros(safe.shape, dtype=q.dtype, device=q.device).masked_fill_(~safe, float("-inf"))
     del safe
     bias = bias.unsqueeze(1)  # (N, 1, Tq, Tk)
-    out = _per_group_member(lambda qs, ks, vs: _sdpa(qs, ks, vs, attn_mask=bias, scale=scale), q, k, v)
+    out = _per_group_member(q, k, v, attn_mask=bias, scale=scale)
     return out.masked_fill(empty[:, None, :, None], 0.0)
 
 
