@@ -95,6 +95,16 @@ def _rows_finished_at(finished: list[Tensor]) -> int:
     return int(torch.where(flags.any(), first, len(finished)))
 
 
+STATIC_MULTIPLE = 256
+"""Static KV caches are a whole number of 256-column blocks, so a decode step's split-key P @ V
+(``ops.attention.single_query_attention``) reads the cache in equal pieces, without a copy."""
+
+
+def static_columns(columns: int) -> int:
+    """``columns`` rounded up to a multiple of :data:`STATIC_MULTIPLE` (the extra ones stay masked)."""
+    return -(-columns // STATIC_MULTIPLE) * STATIC_MULTIPLE
+
+
 @torch.no_grad()
 def greedy_generate(
     backbone: Backbone,
@@ -115,12 +125,13 @@ def greedy_generate(
     (when given) gets ``first_token`` once the first token is launched, ``captured`` after the
     graph's warm-up step and capture (``graphs`` on CUDA) and ``decoded`` after the last step;
     they are device events on a GPU, so marking adds no host sync. ``graphs``: static KV caches
-    (T + ``max_new_tokens`` columns) and, on CUDA, the decode step captured as a CUDA graph
-    (elsewhere it runs eagerly over the static caches; the reason is logged). Same tokens either way.
+    (T + ``max_new_tokens`` columns, rounded up by :func:`static_columns`) and, on CUDA, the
+    decode step captured as a CUDA graph (elsewhere it runs eagerly over the static caches; the
+    reason is logged). Same tokens either way.
     ``donate``: the caller will not read ``hidden`` again (:meth:`Backbone.forward`'s ``donate``).
     """
     b, t = hidden.shape[0], hidden.shape[1]
-    cache = backbone.new_cache(b, t + max_new_tokens if graphs else None)
+    cache = backbone.new_cache(b, static_columns(t + max_new_tokens) if graphs else None)
     with region("prefill"):
         out = backbone(hidden, state, stages=stages, cache=cache, donate=donate)
         next_tok = backbone.logits(out.hidden[:, -1]).argmax(-1)  # (B,)

@@ -17,8 +17,10 @@ from lightning_viper.backbones.attention import GQAttention
 from lightning_viper.backbones.cache import KVCache, LayerCache, MambaLayerCache
 from lightning_viper.backbones.mamba2 import Mamba2Mixer
 from lightning_viper.backbones.norm import RMSNorm
+from lightning_viper.ops import pieces
 from lightning_viper.ops.attention import RowLayout
 from lightning_viper.ops.kernels import KernelChoice
+from lightning_viper.ops.linear import add_linear, relu_linear
 from lightning_viper.ops.pieces import map_rows
 
 
@@ -46,6 +48,23 @@ class SquaredReLUMLP(nn.Module):
     def _mlp(self, x: Tensor) -> Tensor:
         out: Tensor = self.down_proj(torch.relu(self.up_proj(x)).square())
         return out
+
+    def add_to(self, residual: Tensor, x: Tensor) -> Tensor:
+        """residual + mlp(x) without autograd, (B, T, D) each -> a new (B, T, D), in pieces of
+        ``ROWS_PER_PIECE`` rows: the ReLU runs in the up GEMM's epilogue, the square in place and
+        the residual add in the down GEMM's (two passes over (T, D) and one over (T, I) fewer
+        than ``residual + self(x)``)."""
+        if torch.is_grad_enabled():
+            raise RuntimeError("SquaredReLUMLP.add_to runs without autograd: use residual + mlp(x) to train")
+        rows = residual.shape[:-1].numel()
+        flat_x, flat_r = x.reshape(rows, x.shape[-1]), residual.reshape(rows, residual.shape[-1])  # (N, D)
+        out = torch.empty_like(flat_r)
+        step = pieces.ROWS_PER_PIECE
+        for s in range(0, rows, step):
+            piece = slice(s, s + step)
+            act = relu_linear(flat_x[piece], self.up_proj).square_()  # (n, I)
+            add_linear(flat_r[piece], act, self.down_proj, out=out[piece])
+        return out.view(residual.shape)
 
 
 class HybridBlock(nn.Module):
@@ -78,6 +97,8 @@ class HybridBlock(nn.Module):
     ) -> Tensor:
         """(B, T, D) -> (B, T, D)."""
         normed = self.norm(hidden.to(self.norm.weight.dtype))
+        if isinstance(self.mixer, SquaredReLUMLP) and normed.dtype == hidden.dtype and not torch.is_grad_enabled():
+            return self.mixer.add_to(hidden, normed)  # the residual added inside the down GEMM
         out: Tensor = self.mixer(normed, mask, segment, cache, position, layout)
         return hidden + out
 

@@ -23,6 +23,7 @@ fixed shapes, so a decode step can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -170,25 +171,66 @@ def _segment_runs(mask: Tensor, segment: Tensor) -> list[tuple[int, int, int]] |
     return runs
 
 
+KEY_PIECE_MAX = 2048
+"""Most keys one partial product of a decode step's P @ V covers (pieces of 256..2048 keys)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _key_piece(tk: int) -> int:
+    """Keys per piece of a decode step's P @ V: ``tk`` up to :data:`KEY_PIECE_MAX`, else the largest
+    divisor of ``tk`` in [256, KEY_PIECE_MAX] (static caches are sized in multiples of 256), else
+    KEY_PIECE_MAX (the last, shorter piece then runs on its own)."""
+    if tk <= KEY_PIECE_MAX:
+        return tk
+    return next((c for c in range(KEY_PIECE_MAX, 255, -1) if tk % c == 0), KEY_PIECE_MAX)
+
+
+def _bmm_float32(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b for (N, m, k) x (N, k, n) -> (N, m, n) float32, accumulated in float32; half and
+    bfloat16 inputs are not copied on CUDA (cuBLAS writes float32 directly)."""
+    if a.dtype == torch.float32 or a.dtype == torch.float64:
+        return torch.bmm(a, b)
+    if a.is_cuda:
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a.float(), b.float())
+
+
 def single_query_attention(
     q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, key_segment: Tensor, query_segment: Tensor, scale: float
 ) -> Tensor:
-    """One query per row that sees every key (decoding): a masked call, no host sync, fixed shapes.
+    """One query per row that sees every key (decoding): no host sync, fixed shapes.
 
     q (B, Hq, 1, hd); k, v (B, Hkv, Tk, hd); key_mask, key_segment (B, Tk); query_segment (B, 1)
     -> (B, Hq, 1, hd). The query attends the real keys of its segment; a padding query (or one
-    without keys) gets 0. Grouped heads become the query axis, (B, Hkv, Hq/Hkv, hd), so the call
-    needs neither ``enable_gqa`` nor copies of k/v.
+    without keys) gets 0. The grouped heads of a key/value head are one (G, hd) block, so k and v
+    are read once and never repeated.
+
+    Two GEMMs around a float32 softmax, not one fused kernel: SDPA's masked kernel runs one block
+    per (row, key/value head), 4-8 blocks on 132 SMs, each walking all 32k keys alone. Here the
+    scores spread over the keys and P @ V is summed from pieces of up to :data:`KEY_PIECE_MAX`
+    keys (a split-key reduction), so a step reads the cache at the card's bandwidth.
     """
     b, hq, _, hd = q.shape
-    hkv = k.shape[1]
+    hkv, tk = k.shape[1], k.shape[2]
+    g = hq // hkv
     allowed = key_mask & (key_segment == query_segment) & (query_segment >= 0)  # (B, Tk)
     empty = ~allowed.any(-1)  # (B,)
-    safe = allowed.clone()
-    safe[:, 0] |= empty  # a dummy key keeps the softmax finite; the row is zeroed below
-    grouped = q.reshape(b, hkv, hq // hkv, hd)  # query head h uses key/value head h // (Hq / Hkv)
-    out = _sdpa(grouped, k, v, attn_mask=safe[:, None, None, :], scale=scale)
-    return out.reshape(b, hq, 1, hd).masked_fill(empty[:, None, None, None], 0.0)
+    grouped = q.reshape(b * hkv, g, hd)  # query head h uses key/value head h // G
+    scores = _bmm_float32(grouped, k.reshape(b * hkv, tk, hd).transpose(1, 2)).view(b, hkv, g, tk)
+    scores = (scores * scale).masked_fill_(~allowed[:, None, None, :], float("-inf"))
+    scores[..., 0].masked_fill_(empty[:, None, None], 0.0)  # a dummy key keeps the softmax finite
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)  # (B, Hkv, G, Tk)
+    c = _key_piece(tk)
+    main = tk - tk % c
+    n = main // c
+    # (B*Hkv*n, G, c) @ (B*Hkv*n, c, hd): one partial output per key piece, summed in float32
+    p_main = probs[..., :main].unflatten(-1, (n, c)).transpose(2, 3).reshape(b * hkv * n, g, c)
+    out = _bmm_float32(p_main, v[:, :, :main].reshape(b * hkv * n, c, hd)).view(b, hkv, n, g, hd).sum(2)
+    if main < tk:
+        tail = _bmm_float32(probs[..., main:].reshape(b * hkv, g, tk - main), v[:, :, main:].reshape(b * hkv, -1, hd))
+        out += tail.view(b, hkv, g, hd)
+    out = out.to(q.dtype).reshape(b, hq, 1, hd)
+    return out.masked_fill(empty[:, None, None, None], 0.0)
 
 
 def causal_attention(

@@ -41,9 +41,10 @@ for what in "$@"; do
     pf=${PEERPROFILE_FRAMES:-64}
     step peerprofile "${PEERPROFILE_S:-120}" breakdown "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_peer_profile_$pf\", \"frames\": $pf,
       \"strategy\": \"none\", \"mode\": \"peer\", \"row_limit\": 40}" ;;
-  encoder)  # SigLIP so400m alone: transformers' / fused layers, eager / compiled; SDPA backends
+  encoder)  # SigLIP so400m alone: transformers' / fused layers, eager / compiled (ENCODER_VARIANTS); SDPA backends
     step encoder "${ENCODER_S:-300}" encoder "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_encoder\", \"frames\": 512,
-      \"sdpa_backends\": [\"cudnn\", \"flash\", \"efficient\"], \"profile\": [1, 3]}" ;;
+      \"sdpa_backends\": ${ENCODER_BACKENDS:-[\"cudnn\", \"flash\", \"efficient\"]},
+      \"variants\": ${ENCODER_VARIANTS:-null}, \"profile\": ${ENCODER_PROFILE:-[1, 3]}}" ;;
   gputests)  # the GPU test suite (pytest -m gpu)
     timeout "${GPUTESTS_S:-300}" python3 -m pytest -q -m gpu -rA -p no:cacheprovider --continue-on-collection-errors \
       ${GPUTESTS:-tests/backbones tests/compression tests/ops tests/encoders tests/projectors} > "$OUT/gputests.log" 2>&1

@@ -74,3 +74,7 @@ def test_sparse_checks_read_the_device_once_per_check(monkeypatch: pytest.Monkey
     with host_reads() as seen:
         greedy_generate(backbone, hidden, state, [], NEW, -1, 0)
     assert seen == ["tolist", "__bool__", "__bool__", "__int__"]
+
+
+def test_static_caches_are_whole_256_column_blocks() -> None:
+    assert [generation.static_columns(n) for n in (1, 256, 257, 32_832)] == [256, 256, 512, 33_024]

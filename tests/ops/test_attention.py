@@ -177,6 +177,60 @@ def test_rejects_bad_heads() -> None:
         causal_attention(q, k, k, mask, seg, seg, 1.0)
 
 
+def dense_decode_reference(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scale: float) -> Tensor:
+    """softmax(q k^T * scale) v in float64 over the allowed keys, heads repeated explicitly:
+    q (B, Hq, 1, hd), k / v (B, Hkv, Tk, hd), allowed (B, Tk) -> (B, Hq, 1, hd); no key -> 0."""
+    rep = q.shape[1] // k.shape[1]
+    kk, vv = (x.double().repeat_interleave(rep, dim=1) for x in (k, v))  # (B, Hq, Tk, hd)
+    logits = (q.double() @ kk.transpose(-1, -2)) * scale  # (B, Hq, 1, Tk)
+    logits = logits.masked_fill(~allowed[:, None, None, :], float("-inf"))
+    weights = torch.softmax(logits, -1).nan_to_num(0.0)
+    return weights @ vv
+
+
+@pytest.mark.parametrize(("tk", "piece"), [(300, 300), (2304, 1152), (4099, 2048), (6144, 2048)])
+def test_decode_sums_key_pieces(tk: int, piece: int) -> None:
+    """One query over thousands of keys: P @ V is summed over key pieces (with a shorter last
+    one when tk has no divisor in range), with padding, a packed row and an empty row."""
+    assert attention._key_piece(tk) == piece
+    gen = torch.Generator().manual_seed(tk)
+    b, hq, hkv, hd = 4, 6, 2, 8
+    key_mask, key_segment = make_layout([[tk], [tk // 3], [tk - 40, 40], [0]], tk)
+    query_segment = key_segment[:, -1:]
+    q = torch.randn(b, hq, 1, hd, generator=gen)
+    k = torch.randn(b, hkv, tk, hd, generator=gen) * 2
+    v = torch.randn(b, hkv, tk, hd, generator=gen)
+    got = causal_attention(q, k, v, key_mask, key_segment, query_segment, hd**-0.5)
+    allowed = key_mask & (key_segment == query_segment) & (query_segment >= 0)
+    want = dense_decode_reference(q, k, v, allowed, hd**-0.5)
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+    assert (got[3] == 0).all()  # the row without keys
+    if tk <= 300:  # the loop reference on a short row, to tie the dense one to the rest of this file
+        naive = naive_attention(q, k, v, key_mask, key_segment, query_segment, hd**-0.5)
+        torch.testing.assert_close(got.double(), naive, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_decode_over_32k_keys_matches_float64() -> None:
+    """The decode step's attention in bfloat16 on CUDA (float32 scores straight from cuBLAS,
+    split-key P @ V) against float64 over a 32,768 + 256-key static cache, 7 query heads a group."""
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    b, hq, hkv, hd, tk = 2, 28, 4, 128, 33_024
+    q = torch.randn(b, hq, 1, hd, generator=gen, device=dev)
+    k = torch.randn(b, hkv, tk, hd, generator=gen, device=dev)
+    v = torch.randn(b, hkv, tk, hd, generator=gen, device=dev)
+    key_mask = torch.zeros(b, tk, dtype=torch.bool, device=dev)
+    key_mask[0, :32_800] = True
+    key_mask[1, 1_000:20_000] = True
+    key_segment = torch.where(key_mask, 0, -1)
+    qs = torch.zeros(b, 1, dtype=torch.long, device=dev)
+    got = causal_attention(*(x.bfloat16() for x in (q, k, v)), key_mask, key_segment, qs, hd**-0.5)
+    want = dense_decode_reference(*(x.bfloat16() for x in (q, k, v)), key_mask, hd**-0.5)
+    torch.testing.assert_close(got.double(), want, atol=2e-3, rtol=2e-2)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("tq", [1, 64, 256])
