@@ -23,7 +23,6 @@ fixed shapes, so a decode step can be captured in a CUDA graph.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -175,14 +174,14 @@ KEY_PIECE_MAX = 2048
 """Most keys one partial product of a decode step's P @ V covers (pieces of 256..2048 keys)."""
 
 
-@functools.lru_cache(maxsize=256)
 def _key_piece(tk: int) -> int:
     """Keys per piece of a decode step's P @ V: ``tk`` up to :data:`KEY_PIECE_MAX`, else the largest
-    divisor of ``tk`` in [256, KEY_PIECE_MAX] (static caches are sized in multiples of 256), else
-    KEY_PIECE_MAX (the last, shorter piece then runs on its own)."""
+    multiple of 256 up to KEY_PIECE_MAX that divides ``tk`` (static caches are whole 256-column
+    blocks, so the pieces are views of the cache), else KEY_PIECE_MAX (a dynamic cache: the last,
+    shorter piece runs on its own and the others are copied into one batch)."""
     if tk <= KEY_PIECE_MAX:
         return tk
-    return next((c for c in range(KEY_PIECE_MAX, 255, -1) if tk % c == 0), KEY_PIECE_MAX)
+    return next((c for c in range(KEY_PIECE_MAX, 255, -256) if tk % c == 0), KEY_PIECE_MAX)
 
 
 def _bmm_float32(a: Tensor, b: Tensor) -> Tensor:
