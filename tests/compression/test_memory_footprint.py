@@ -5,9 +5,10 @@ fresh outputs (outputs that alias an input, i.e. in-place ops, are not new memor
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from lightning_viper.compression import TransV
+from lightning_viper.compression import TransV, selection
 from lightning_viper.sequence import SequenceState
 from lightning_viper.splice import splice
 
@@ -29,7 +30,7 @@ def test_splice_allocates_the_sequence_once() -> None:
     assert len(watch.ops) == 1, watch.ops  # the output buffer itself; everything else is written into it
 
 
-def test_transv_makes_no_whole_sequence_copy() -> None:
+def test_transv_makes_no_whole_sequence_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     backbone = FakeBackbone(dim=D)
     state: SequenceState = make_state([[(2, 3000, 6, 0)]])  # text, vision, instruction, response tokens
@@ -37,6 +38,7 @@ def test_transv_makes_no_whole_sequence_copy() -> None:
     stage = TransV(layer=1, keep=0.5)
     stage.bind(backbone)
     stage._KV_CHUNK = 256  # the dropped tokens' K/V in pieces, as on a long video
+    monkeypatch.setattr(selection, "GRID_PIECE", 256)  # and their grid filled in pieces
     full = hidden.nbytes
     with torch.no_grad(), BigOutputs(int(full * 0.9)) as watch:
         out, new = stage(hidden, state, backbone)
@@ -44,5 +46,6 @@ def test_transv_makes_no_whole_sequence_copy() -> None:
     assert watch.ops == [], watch.ops  # no (B, T, D) copy: only the half-size compacted output and pieces
     with torch.no_grad(), BigOutputs(int(full * 0.4)) as half:
         stage(hidden, state, backbone)
-    # half-size tensors: the dropped tokens' grid (and its gather) and the compacted output, nothing more
-    assert len(half.ops) <= 3, half.ops
+    # half-size tensors: the dropped tokens' grid and the compacted output, nothing more (the grid
+    # is filled in pieces: gathering the dropped tokens first was a third, 5.5 GiB at 100k frames)
+    assert len(half.ops) <= 2, half.ops
