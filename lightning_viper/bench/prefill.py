@@ -189,6 +189,7 @@ def bench_prefill(
     warmup: int = 1,
     repeats: int = 3,
     long_run_s: float = 8.0,
+    warmup_every_size: bool = False,
     time_budget_s: float | None = None,
     peer: bool = True,
     peer_max_frames: int = 4096,
@@ -214,8 +215,12 @@ def bench_prefill(
         prefill_chunk: the backbone's chunked prefill (tokens per chunk), None = whole sequence.
         micro_batch: frames per encoder + projector call.
         instruction_tokens: prompt words after the video (the TransV queries).
-        warmup, repeats: untimed and timed runs per size (median reported); once a run takes more
-            than ``long_run_s`` seconds the size gets that single timed run.
+        warmup, repeats: untimed runs before the first size and timed runs per size (median
+            reported); once a run takes more than ``long_run_s`` seconds the size gets that single
+            timed run.
+        warmup_every_size: ``warmup`` untimed runs before every size, not only the first: a
+            size's first run pays allocator growth, cuBLAS heuristics and Triton autotuning for its
+            new shapes, which a single timed run at a large size would otherwise include.
         time_budget_s: stop (recording 'skipped') when the predicted next run would not fit.
         peer: also time transformers' NemotronHForCausalLM (same weights, same embeddings) with
             strategy 'none' at sizes up to ``peer_max_frames``.
@@ -260,6 +265,7 @@ def bench_prefill(
             "warmup": warmup,
             "repeats": repeats,
             "long_run_s": long_run_s,
+            "warmup_every_size": warmup_every_size,
             "time_budget_s": time_budget_s,
             "kernels": kernels,
             "kernels_resolved": resolve_kernels(kernels, dev),
@@ -290,7 +296,8 @@ def bench_prefill(
         ours: dict[int, dict[str, Any]] = {}
         last: tuple[int, float] | None = None
         for i, n in enumerate(sizes):
-            runs = (warmup if i == 0 else 0) + repeats
+            warm = warmup if i == 0 or warmup_every_size else 0
+            runs = warm + repeats
             guess = 0.0 if last is None else last[1] * (n / last[0]) ** 1.2 * min(runs, 2)
             if not budget.fits(guess):
                 results["rows"].append(
@@ -298,9 +305,7 @@ def bench_prefill(
                 )
                 continue
             with trace_peak(dev) if memory_trace else nullcontext() as peak_report:
-                timing, oom = _guarded(
-                    _measure, lm, source, n, ids, dev, warmup if i == 0 else 0, repeats, long_run_s, encode
-                )
+                timing, oom = _guarded(_measure, lm, source, n, ids, dev, warm, repeats, long_run_s, encode)
             if timing is None:
                 results["rows"].append(
                     {"frames": n, "strategy": strategy, "status": "oom", "error": oom, **peak_gib(dev)}

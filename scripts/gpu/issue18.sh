@@ -22,9 +22,10 @@ step() {  # name seconds verb json
 }
 for what in "$@"; do
   case "$what" in
-  prefill)  # none / TransV whole-sequence 64..10k frames, transformers' NemotronH 64..8k (strategy none)
+  prefill)  # none / TransV whole-sequence 64..10k frames, transformers' NemotronH 64..8k (strategy none); PREFILL_WARM_ALL=true warms every size
     step prefill "${PREFILL_S:-330}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_prefill\", \"strategies\": [\"transv\", \"none\"],
-      \"frames\": [$FRAMES], \"repeats\": 2, \"peer_max_frames\": ${PEER_MAX:-8192}, \"plot\": false, \"encoder_options\": $ENC}" ;;
+      \"frames\": [$FRAMES], \"repeats\": 2, \"peer_max_frames\": ${PEER_MAX:-8192}, \"plot\": false, \"encoder_options\": $ENC,
+      \"warmup_every_size\": ${PREFILL_WARM_ALL:-false}}" ;;
   chunked)  # TransV chunked prefill at 102,400 frames (CHUNKED_FRAMES): backbone peak memory (random vision tokens)
     n=${CHUNKED_FRAMES:-102400}
     step "chunked_$((n / 1024))k" "${CHUNKED_S:-200}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_chunked_$((n / 1024))k\", \"prefill_chunk\": 32768,

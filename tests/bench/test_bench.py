@@ -69,6 +69,25 @@ def test_prefill_rows_json_and_plot(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("every", [False, True])
+def test_warmup_before_the_first_or_every_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: bool) -> None:
+    calls: list[int] = []
+    real = prefill_module.prefill
+
+    def counted(model, source, frames, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(frames)
+        return real(model, source, frames, *args, **kwargs)
+
+    monkeypatch.setattr(prefill_module, "prefill", counted)
+    res = bench_prefill(
+        frames=[2, 4], strategies=["none"], model="tiny", warmup=1, repeats=2, warmup_every_size=every,
+        peer=False, out_dir=str(tmp_path), plot=False,
+    )  # fmt: skip
+    assert calls == ([2, 2, 2, 4, 4, 4] if every else [2, 2, 2, 4, 4])  # untimed + 2 timed per size
+    assert res["config"]["warmup_every_size"] is every
+    assert all(len(r["latency_runs_ms"]) == 2 for r in res["rows"])
+
+
 def test_prefill_stops_a_strategy_at_oom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = prefill_module._measure
 
