@@ -97,10 +97,21 @@ class HybridBlock(nn.Module):
     ) -> Tensor:
         """(B, T, D) -> (B, T, D)."""
         normed = self.norm(hidden.to(self.norm.weight.dtype))
-        if isinstance(self.mixer, SquaredReLUMLP) and normed.dtype == hidden.dtype and not torch.is_grad_enabled():
+        if isinstance(self.mixer, SquaredReLUMLP) and self._fused_mlp(hidden, normed):
             return self.mixer.add_to(hidden, normed)  # the residual added inside the down GEMM
         out: Tensor = self.mixer(normed, mask, segment, cache, position, layout)
         return hidden + out
+
+    @staticmethod
+    def _fused_mlp(hidden: Tensor, normed: Tensor) -> bool:
+        """Whether the MLP may fold its residual add and ReLU into its GEMMs: no autograd, one
+        dtype, and no autocast (whose casts the fused calls would bypass: float32 GEMMs under
+        bf16-mixed)."""
+        return (
+            not torch.is_grad_enabled()
+            and normed.dtype == hidden.dtype
+            and not torch.is_autocast_enabled(hidden.device.type)
+        )
 
     def step(self, hidden: Tensor, segment: Tensor, cache: LayerCache) -> Tensor:
         """One new token per row, (B, 1, D) with its (B, 1) segment -> (B, 1, D)."""

@@ -47,3 +47,15 @@ def test_add_to_refuses_autograd() -> None:
     x = torch.randn(2, 3, 8)
     with pytest.raises(RuntimeError, match="without autograd"):
         block.mixer.add_to(x, x)
+
+
+def test_mlp_block_under_autocast_keeps_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16-mixed evaluation: the fused calls would bypass autocast's casts (float32 GEMMs), so the
+    block runs residual + mlp(norm(x)) under autocast's dtypes."""
+    block = _block()
+    hidden = torch.randn(2, 5, 8)
+    mask, segment = torch.ones(2, 5, dtype=torch.bool), torch.zeros(2, 5, dtype=torch.long)
+    monkeypatch.setattr(block.mixer, "add_to", None)  # calling it would fail
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = block(hidden, mask, segment, None)
+    assert got.shape == hidden.shape and torch.isfinite(got).all()
