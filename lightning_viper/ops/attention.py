@@ -207,7 +207,8 @@ def single_query_attention(
     Two GEMMs around a float32 softmax, not one fused kernel: SDPA's masked kernel runs one block
     per (row, key/value head), 4-8 blocks on 132 SMs, each walking all 32k keys alone. Here the
     scores spread over the keys and P @ V is summed from pieces of up to :data:`KEY_PIECE_MAX`
-    keys (a split-key reduction), so a step reads the cache at the card's bandwidth.
+    keys (a split-key reduction), so every SM has keys to read: on an H200 the 9B hybrid's
+    CUDA-graph decode step after 32k tokens went from 9.3 to 6.5 ms (docs/benchmarks.md).
     """
     b, hq, _, hd = q.shape
     hkv, tk = k.shape[1], k.shape[2]
