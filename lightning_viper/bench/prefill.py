@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from lightning_viper.bench.memory import peak_summary, trace_peak
 from lightning_viper.bench.models import DType, ModelName, Strategy, build_model
 from lightning_viper.bench.peer import hf_peer, hf_prefill
 from lightning_viper.bench.pipeline import FrameSource, embed_prompt, prefill, prompt_ids
+from lightning_viper.bench.progress import LayerProgress
 from lightning_viper.bench.shapes import model_shape, stage_specs
 from lightning_viper.bench.timing import Marks, device_info, free_memory, median, peak_gib, reset_peak, write_json
 from lightning_viper.module import VideoLM
@@ -43,6 +44,11 @@ class Budget:
         return predicted_s < self.left()
 
 
+def _progress(model: VideoLM, every_s: float | None, frames: int) -> AbstractContextManager[object]:
+    """A :class:`LayerProgress` over the model's backbone, or nothing when ``every_s`` is None."""
+    return nullcontext() if every_s is None else LayerProgress(model.backbone, every_s, f"{frames} frames")
+
+
 def _measure(
     model: VideoLM,
     source: FrameSource,
@@ -53,17 +59,21 @@ def _measure(
     repeats: int,
     long_run_s: float,
     encode: bool = True,
+    progress_s: float | None = None,
 ) -> dict[str, Any]:
-    """Warm-up + timed runs at one size; a single timed run once one run exceeds ``long_run_s``."""
+    """Warm-up + timed runs at one size; a single timed run once one run exceeds ``long_run_s``.
+    ``progress_s``: log the layer each run has reached at most this often (:class:`LayerProgress`)."""
     for _ in range(warmup):
-        prefill(model, source, frames, ids, encode=encode)
+        with _progress(model, progress_s, frames):
+            prefill(model, source, frames, ids, encode=encode)
     totals, embeds, result = [], [], None
     reset_peak(device)
     resident = torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None  # weights etc.
     for _ in range(max(1, repeats)):
         marks = Marks(device)
         marks.mark("start")
-        result = prefill(model, source, frames, ids, marks, encode)
+        with _progress(model, progress_s, frames):
+            result = prefill(model, source, frames, ids, marks, encode)
         ms = marks.elapsed_ms()
         totals.append(ms["first_token"])
         embeds.append(ms["embedded"])
@@ -190,6 +200,7 @@ def bench_prefill(
     repeats: int = 3,
     long_run_s: float = 8.0,
     warmup_every_size: bool = False,
+    progress_s: float | None = None,
     time_budget_s: float | None = None,
     peer: bool = True,
     peer_max_frames: int = 4096,
@@ -221,6 +232,8 @@ def bench_prefill(
         warmup_every_size: ``warmup`` untimed runs before every size, not only the first: a
             size's first run pays allocator growth, cuBLAS heuristics and Triton autotuning for its
             new shapes, which a single timed run at a large size would otherwise include.
+        progress_s: log the backbone layer each run has reached at most this often (seconds), so
+            a run cut off by a time limit still says how far it got; None: no hooks.
         time_budget_s: stop (recording 'skipped') when the predicted next run would not fit.
         peer: also time transformers' NemotronHForCausalLM (same weights, same embeddings) with
             strategy 'none' at sizes up to ``peer_max_frames``.
@@ -266,6 +279,7 @@ def bench_prefill(
             "repeats": repeats,
             "long_run_s": long_run_s,
             "warmup_every_size": warmup_every_size,
+            "progress_s": progress_s,
             "time_budget_s": time_budget_s,
             "kernels": kernels,
             "kernels_resolved": resolve_kernels(kernels, dev),
@@ -305,7 +319,7 @@ def bench_prefill(
                 )
                 continue
             with trace_peak(dev) if memory_trace else nullcontext() as peak_report:
-                timing, oom = _guarded(_measure, lm, source, n, ids, dev, warm, repeats, long_run_s, encode)
+                timing, oom = _guarded(_measure, lm, source, n, ids, dev, warm, repeats, long_run_s, encode, progress_s)
             if timing is None:
                 results["rows"].append(
                     {"frames": n, "strategy": strategy, "status": "oom", "error": oom, **peak_gib(dev)}

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Issue 18 measurements on one GPU, batched into one device call (results and logs under $OUT).
 #   device call, carry [".gpu"]:  bash scripts/gpu/issue18.sh prefill chunked train decode profile
+# More than 8 result files are packed into $OUT/issue18.tgz (the device returns at most 8).
 # Each step has its own time limit; a step that fails leaves its JSON (rewritten after every row).
 set -uo pipefail
 OUT=${OUT:-/tmp/viper-out}
@@ -30,7 +31,7 @@ for what in "$@"; do
     n=${CHUNKED_FRAMES:-102400}
     step "chunked_$((n / 1024))k" "${CHUNKED_S:-200}" prefill "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_chunked_$((n / 1024))k\", \"prefill_chunk\": 32768,
       \"strategies\": [\"transv\"], \"frames\": [$n], \"warmup\": 0, \"repeats\": 1, \"peer\": false,
-      \"encode\": false, \"plot\": false, \"memory_trace\": true}" ;;
+      \"encode\": false, \"plot\": false, \"memory_trace\": true, \"progress_s\": 30}" ;;
   train)  # stage-2 step, 2B hybrid, 256 frames, no checkpointing
     step train "${TRAIN_S:-120}" train "{\"out_dir\": \"$OUT\", \"tag\": \"${TAG}_train_2b\", \"checkpointing\": [false], \"repeats\": 4,
       \"batch_size\": ${TRAIN_BATCH:-1}, \"encoder_options\": $ENC}" ;;
@@ -53,3 +54,8 @@ for what in "$@"; do
   *) echo "unknown step $what" >&2 ;;
   esac
 done
+# the device returns at most 8 files from $OUT: more than that go into one archive
+files=$(find "$OUT" -maxdepth 1 -type f ! -name issue18.tgz -printf '%P\n')
+if [ "$(echo "$files" | grep -c .)" -gt 8 ]; then
+  (cd "$OUT" && tar -czf issue18.tgz --remove-files $files) && echo "packed $(echo "$files" | wc -l) files into issue18.tgz"
+fi
