@@ -1,7 +1,7 @@
 #!/bin/bash
 # Issue 18 measurements on one GPU, batched into one device call (results and logs under $OUT).
 #   device call, carry [".gpu"]:  bash scripts/gpu/issue18.sh prefill chunked train decode profile
-# More than 8 result files are packed into $OUT/issue18.tgz (the device returns at most 8).
+# More than 7 result files are packed into $OUT/issue18.tgz (the device returns at most 8 files).
 # Each step has its own time limit; a step that fails leaves its JSON (rewritten after every row).
 set -uo pipefail
 OUT=${OUT:-/tmp/viper-out}
@@ -9,6 +9,13 @@ mkdir -p "$OUT"
 # a second invocation on the same machine (a step run beside another) reuses the unpacked kit
 [ -d /tmp/site/mamba_ssm ] || bash .gpu/kernels.sh unpack > "$OUT/unpack.log" 2>&1 || { cat "$OUT/unpack.log"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VIPER_LOG_LEVEL=INFO PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+# compiled kernels (Triton's, Inductor's) kept between machines of the same image: SAVE_CACHES=1
+# writes them to $OUT/caches.tgz; copied to .gpu/caches.tgz (carried with .gpu) they are read back.
+# Their keys hold the source, GPU and versions, so a stale entry is never used, only recompiled.
+export TRITON_CACHE_DIR=/tmp/viper-cache/triton TORCHINDUCTOR_CACHE_DIR=/tmp/viper-cache/inductor
+if [ -f .gpu/caches.tgz ] && [ ! -d /tmp/viper-cache ]; then
+  mkdir -p /tmp/viper-cache && tar -xzf .gpu/caches.tgz -C /tmp/viper-cache && echo "kernel caches from .gpu/caches.tgz"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv,noheader
 B="python3 -m lightning_viper.bench"
 TAG=${TAG:-h200}
@@ -54,8 +61,11 @@ for what in "$@"; do
   *) echo "unknown step $what" >&2 ;;
   esac
 done
+if [ -n "${SAVE_CACHES:-}" ] && [ -d /tmp/viper-cache ]; then
+  tar -czf "$OUT/caches.tgz" -C /tmp/viper-cache . && echo "kernel caches: $(du -h "$OUT/caches.tgz" | cut -f1) (returned up to 16 MiB)"
+fi
 # the device returns at most 8 files from $OUT: more than that go into one archive
-files=$(find "$OUT" -maxdepth 1 -type f ! -name issue18.tgz -printf '%P\n')
-if [ "$(echo "$files" | grep -c .)" -gt 8 ]; then
+files=$(find "$OUT" -maxdepth 1 -type f ! -name issue18.tgz ! -name caches.tgz -printf '%P\n')
+if [ "$(echo "$files" | grep -c .)" -gt 7 ]; then
   (cd "$OUT" && tar -czf issue18.tgz --remove-files $files) && echo "packed $(echo "$files" | wc -l) files into issue18.tgz"
 fi
