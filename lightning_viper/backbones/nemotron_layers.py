@@ -59,9 +59,7 @@ class SquaredReLUMLP(nn.Module):
         rows = residual.shape[:-1].numel()
         flat_x, flat_r = x.reshape(rows, x.shape[-1]), residual.reshape(rows, residual.shape[-1])  # (N, D)
         out = torch.empty_like(flat_r)
-        step = pieces.ROWS_PER_PIECE
-        for s in range(0, rows, step):
-            piece = slice(s, s + step)
+        for piece in pieces.slices(rows, pieces.ROWS_PER_PIECE):
             act = relu_linear(flat_x[piece], self.up_proj).square_()  # (n, I)
             add_linear(flat_r[piece], act, self.down_proj, out=out[piece])
         return out.view(residual.shape)

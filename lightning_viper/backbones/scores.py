@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from lightning_viper.backbones.attention import AttentionLayer
+from lightning_viper.ops.pieces import slices
 from lightning_viper.sequence import SequenceState
 
 QUERY_CHUNK = 16  # query tokens scored at once: (B, Hq, 16, T) float32 logits
@@ -41,9 +42,8 @@ def query_attention(
     # keys once for every query, normed and projected KEY_PIECE tokens at a time: no normed copy
     # of the whole sequence (6.8 GiB at TransV's second stage of a 102,400-frame prefill)
     k = torch.empty(b, attn.num_kv_heads, t, attn.head_dim, dtype=torch.float32, device=hidden.device)
-    for s in range(0, t, KEY_PIECE):
-        e = min(s + KEY_PIECE, t)
-        k[:, :, s:e] = attn.key(prepared(hidden[:, s:e]), state.position[:, s:e])  # (B, Hkv, piece, hd)
+    for p in slices(t, KEY_PIECE):
+        k[:, :, p] = attn.key(prepared(hidden[:, p]), state.position[:, p])  # (B, Hkv, piece, hd)
     rows, cols = queries.nonzero(as_tuple=True)  # (Q,) row-major: in sequence order per row
     slot = (queries.cumsum(1) - 1)[rows, cols]  # (Q,) place of each query in its row
     qcol = torch.full((b, width), t - 1, dtype=torch.long, device=hidden.device)  # (B, W)

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from lightning_viper.backbones.scores import query_attention
+from lightning_viper.ops.pieces import slices
 from lightning_viper.sequence import SequenceState
 
 if TYPE_CHECKING:
@@ -100,8 +101,7 @@ def pad_by_segment(values: Tensor, state: SequenceState, which: Tensor) -> tuple
     grid = values.new_zeros(state.num_segments, width, values.shape[-1])  # (S, N, D)
     # copied GRID_PIECE tokens at a time: gathering them all first is a second grid-sized tensor
     # (5.5 GiB for TransV's dropped tokens at 102,400 frames)
-    for s in range(0, rows.numel(), GRID_PIECE):
-        p = slice(s, s + GRID_PIECE)
+    for p in slices(rows.numel(), GRID_PIECE):
         grid[seg[p], slot[p]] = values[rows[p], cols[p]]  # (piece, D) into the fresh grid
     valid = torch.arange(width, device=values.device)[None, :] < counts[:, None]  # (S, N)
     return grid, valid, rank

@@ -9,13 +9,18 @@ op piece by piece, carrying its state, gives the same result as one call.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 INT32_LIMIT = 2**31 - 1  # elements one kernel call may address (signed; also safe for unsigned kernels)
+
+
+def slices(total: int, size: int) -> Iterator[slice]:
+    """[0, size), [size, 2 size), ... covering ``total`` positions (the last one shorter)."""
+    return (slice(s, min(s + size, total)) for s in range(0, total, size))
 
 
 def tokens_per_call(elements_per_token: int, multiple_of: int = 1) -> int:

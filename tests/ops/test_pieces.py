@@ -160,3 +160,9 @@ def test_split_rows_keeps_values_and_gradients() -> None:
     torch.testing.assert_close(gw, gw_want)
     with torch.no_grad():
         torch.testing.assert_close(split_rows(fn, 5, x), want.detach())
+
+
+def test_slices_cover_the_positions_once() -> None:
+    assert list(pieces.slices(7, 3)) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert list(pieces.slices(6, 3)) == [slice(0, 3), slice(3, 6)]
+    assert list(pieces.slices(0, 3)) == []
